@@ -1,0 +1,58 @@
+# Shared set-up for scripts/demo, scripts/test and scripts/check; sourced, not run.
+# Installs what a fresh Debian machine lacks: system libraries (as root, or prints the apt-get line),
+# the virtual environment in .venv and the project into it (again only when pyproject.toml changed).
+
+PYTHON=${PYTHON:-python3}
+
+need_python() {
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "Lineside needs Python 3.11 or newer as '$PYTHON' (set PYTHON=/path/to/python3.11)." >&2
+        exit 1
+    fi
+}
+
+# ensure_system_packages PKG...: install the missing Debian packages, or say exactly how and stop.
+ensure_system_packages() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "Missing system packages. Install them with:" >&2
+        echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "Installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_venv [EXTRA]: create .venv and install the project (with the extra) when needed.
+ensure_venv() {
+    local extra=${1:-}
+    local spec="."
+    [ -n "$extra" ] && spec=".[$extra]"
+    if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+        ensure_system_packages python3-venv
+    fi
+    if [ ! -x .venv/bin/python ]; then
+        "$PYTHON" -m venv .venv
+    fi
+    local stamp=".venv/.lineside-installed-${extra:-base}"
+    local want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "Installing Lineside into .venv ($spec)"
+        .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+        .venv/bin/python -m pip install -q -e "$spec"
+        echo "$want" > "$stamp"
+    fi
+}
+
+# The shared library pylibdmtx loads at run time.
+SYSTEM_PACKAGES=(libdmtx0b)

@@ -1,0 +1,48 @@
+"""Suite-wide guards: no test may leak an asyncio task or thread, and shared paths to the corpora."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora"
+
+
+@pytest.fixture
+def corpora() -> Path:
+    """The third-party test corpora beside the project; skips the test when they are absent."""
+    if not CORPORA.is_dir():
+        pytest.skip(f"third-party corpora not found at {CORPORA} (they sit beside the project checkout)")
+    return CORPORA
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail the test when it leaves asyncio tasks running; cancel them so later tests stay clean."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    if leaked:
+        for task in leaked:
+            task.cancel()
+        await asyncio.gather(*leaked, return_exceptions=True)
+        pytest.fail(f"test leaked {len(leaked)} task(s): {leaked!r}")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> object:
+    """Fail the test when it leaves non-daemon threads running."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [
+        t for t in set(threading.enumerate()) - before
+        if t.is_alive() and not t.daemon and not t.name.startswith("asyncio_")
+    ]
+    if leaked:
+        pytest.fail(f"test leaked thread(s): {leaked!r}")
