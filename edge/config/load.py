@@ -1,0 +1,114 @@
+"""Reading a line configuration file into a LineConfig, reporting every problem at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from edge.config.explain import issue_for, relation_issue
+from edge.config.models import LineConfig, RelationError
+from edge.errors import ConfigError, ConfigIssue
+from edge.yamlpos import Document, load_positioned
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "an empty value"
+    return f"the value {json.dumps(value, ensure_ascii=False, default=str)}"
+
+
+def _duplicate_device_ids(doc: Document, filename: str) -> list[ConfigIssue]:
+    """Find repeated device ids in the raw data, so they are reported even when other keys are invalid."""
+    devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
+    if not isinstance(devices, list):
+        return []
+    issues: list[ConfigIssue] = []
+    first: dict[str, int] = {}
+    for index, device in enumerate(devices):
+        device_id = device.get("id") if isinstance(device, dict) else None
+        if not isinstance(device_id, str):
+            continue
+        if device_id in first:
+            clash = RelationError(
+                f'duplicate device id "{device_id}"',
+                at=("devices", index, "id"),
+                first=("devices", first[device_id], "id"),
+            )
+            issues.append(relation_issue(clash, (), doc, filename))
+        else:
+            first[device_id] = index
+    return issues
+
+
+def _in_file_order(issues: list[ConfigIssue]) -> ConfigError:
+    # The same clash can be found twice (in the raw data and by the model): report it once.
+    unique = list(dict.fromkeys(issues))
+    return ConfigError(sorted(unique, key=lambda issue: (issue.line, issue.column)))
+
+
+def load_config_text(text: str, filename: str, *, base_dir: Path | None = None) -> LineConfig:
+    """Parse and validate configuration text; ConfigError lists every problem as FILE:LINE:COL: message.
+
+    Relative paths in it are resolved against base_dir, by default the directory of filename.
+    """
+    doc = load_positioned(text, filename)
+    if doc is None or doc.data is None:
+        raise ConfigError(
+            [ConfigIssue(filename, 1, 1, "the file is empty: a line configuration needs at least a line: section")]
+        )
+    if not isinstance(doc.data, dict):
+        at = doc.root.value
+        message = f"the top level must be a mapping of sections (line:, devices:, ...), not {_kind_of(doc.data)}"
+        raise ConfigError([ConfigIssue(filename, at.line, at.column, message)])
+    issues = [*doc.issues, *_duplicate_device_ids(doc, filename)]
+    source = Path(filename)
+    context = {"base_dir": base_dir or source.absolute().parent, "source": source}
+    try:
+        config = LineConfig.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        issues.extend(issue_for(error, doc, filename) for error in exc.errors(include_url=False))
+        raise _in_file_order(issues) from exc
+    if issues:
+        raise _in_file_order(issues)
+    return config
+
+
+def load_config(path: Path) -> LineConfig:
+    """Read and validate a configuration file; ConfigError lists every problem as FILE:LINE:COL: message."""
+    filename = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(filename, 1, 1, f"cannot read: {exc.strerror or exc}")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        message = f"cannot read: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        raise ConfigError([ConfigIssue(filename, line, column, message)]) from exc
+    return load_config_text(text, filename, base_dir=path.absolute().parent)
+
+
+def check_config_main(path: Path, *, as_json: bool) -> int:
+    """Check one configuration file and print its problems (lines, or a JSON list); return 0 if valid, else 2."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        issues = exc.issues
+    else:
+        issues = []
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(issue) for issue in issues], indent=2) + "\n")
+    elif issues:
+        sys.stdout.writelines(f"{issue}\n" for issue in issues)
+    else:
+        sys.stdout.write(f"{path}: ok\n")
+    return 2 if issues else 0

@@ -1,0 +1,346 @@
+"""The line configuration as typed, immutable models: what an integrator may write, with its limits."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from drivers.transport.spec import SerialSettings, TransportSpec
+from edge import registry
+from edge.errors import UnknownDriverError
+
+if TYPE_CHECKING:
+    from drivers.base import DriverOptions
+
+ID_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
+GLN_PATTERN = r"^[0-9]{13}$"
+# Company prefix, location reference, then the GS1 extension (AI 254) in EPC URI escaping.
+SGLN_PATTERN = r"^urn:epc:id:sgln:([0-9]{6,12})\.([0-9]{0,6})\.((?:[A-Za-z0-9!'()*+,.:;=_-]|%[0-9A-Fa-f]{2}){1,20})$"
+DEFAULT_STATE_DIR = Path("/var/lib/lineside")
+DEFAULT_REDACT = ("password", "token", "secret", "authorization")
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+Port = Annotated[int, Field(strict=True, ge=0, le=65535)]
+Host = Annotated[str, Field(min_length=1)]
+# Strict: lax floats would take "5" yet refuse "5s", a difference harder to explain than "no text".
+Seconds = Annotated[float, Field(strict=True, gt=0, le=300)]
+DrainSeconds = Annotated[float, Field(strict=True, gt=0, le=600)]
+
+
+class RelationError(ValueError):
+    """A rule between several keys failed; ``at`` (relative to the failing mapping) is where it is shown."""
+
+    def __init__(self, message: str, at: tuple[str | int, ...], first: tuple[str | int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.at = at
+        self.first = first
+        """Where the clashing earlier value sits, relative to the same mapping, for duplicates."""
+
+
+def gs1_check_digit(digits: str) -> int:
+    """Return the GS1 mod-10 check digit for a string of digits (the key without its check digit)."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    return (10 - total % 10) % 10
+
+
+def default_state_dir() -> Path:
+    """Return systemd's StateDirectory= when set (the first of several), else /var/lib/lineside."""
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(given) if given else DEFAULT_STATE_DIR
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _reason(exc: ValidationError) -> str:
+    """Return the message of a validator's first failure, without pydantic's "Value error, " prefix."""
+    first = exc.errors(include_url=False)[0]
+    cause = first.get("ctx", {}).get("error")
+    return str(cause) if cause is not None else first["msg"]
+
+
+class Section(BaseModel):
+    """A mapping of the configuration: unknown keys are errors, values immutable, docstrings documented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class LineInfo(Section):
+    """The line itself: its name and its place in the GS1 world."""
+
+    id: Identifier
+    """Short name of the line, used in logs, metrics and upstream messages."""
+    name: str = Field(min_length=1)
+    """Human name of the line as shown on the HMI."""
+    site_gln: str | None = Field(None, json_schema_extra={"pattern": GLN_PATTERN})
+    """GLN-13 of the site (13 digits with a valid GS1 check digit); quote it in YAML."""
+    location: str | None = Field(None, json_schema_extra={"pattern": SGLN_PATTERN})
+    """SGLN EPC URN of the line, its EPCIS readPoint, like urn:epc:id:sgln:4012345.00000.0."""
+
+    @field_validator("site_gln")
+    @classmethod
+    def _gln(cls, gln: str | None) -> str | None:
+        if gln is None:
+            return None
+        if not re.fullmatch(GLN_PATTERN, gln):
+            raise ValueError(f'"{gln}" is not a GLN: expected 13 digits')
+        expected = gs1_check_digit(gln[:12])
+        if int(gln[12]) != expected:
+            raise ValueError(
+                f'"{gln}" has a wrong check digit {gln[12]}: the GS1 check digit of {gln[:12]} is {expected}'
+            )
+        return gln
+
+    @field_validator("location")
+    @classmethod
+    def _sgln(cls, urn: str | None) -> str | None:
+        if urn is None:
+            return None
+        match = re.fullmatch(SGLN_PATTERN, urn)
+        if match is None:
+            raise ValueError(
+                f'"{urn}" is not an SGLN EPC URN: expected urn:epc:id:sgln:<company prefix>.<location reference>'
+                ".<extension>, like urn:epc:id:sgln:4012345.00000.0"
+            )
+        digits = len(match[1]) + len(match[2])
+        if digits != 12:
+            raise ValueError(
+                f'"{urn}": company prefix and location reference must have 12 digits together, not {digits}'
+            )
+        return urn
+
+
+class TimeoutsConfig(Section):
+    """How long to wait on the device, in seconds."""
+
+    connect_s: Seconds = 5.0
+    """Seconds to open the link and finish the device handshake."""
+    response_s: Seconds = 2.0
+    """Seconds to wait for the device's answer to one request."""
+
+
+class ReconnectConfig(Section):
+    """Backoff between attempts to bring a lost link back, in seconds."""
+
+    initial_s: Seconds = 1.0
+    """Seconds before the first reconnect attempt; the wait doubles after each failure."""
+    max_s: Seconds = 30.0
+    """Longest wait between reconnect attempts, in seconds."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.initial_s > self.max_s:
+            message = f"{_number(self.initial_s)} must not exceed max_s ({_number(self.max_s)})"
+            raise RelationError(message, at=("initial_s",))
+        return self
+
+
+class DeviceConfig(Section):
+    """One device on the line: which driver speaks to it and where it is reached."""
+
+    id: Identifier
+    """Short name of the device, unique on the line."""
+    driver: str
+    """Installed driver that speaks this device's protocol, like scanner.wedge."""
+    url: str
+    """Where the device is reached: socket://host:port, rfc2217://host:port, or a serial device path."""
+    serial: SerialSettings | None = None
+    """Serial line settings; only for serial device paths."""
+    enabled: bool = Field(True, strict=True)
+    """False keeps the device configured but not connected."""
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    """How long to wait on the device, in seconds."""
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    """Backoff between reconnect attempts, in seconds."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Settings of the driver itself, checked by the driver's own options model."""
+
+    _transport: TransportSpec = PrivateAttr()
+    _options: DriverOptions = PrivateAttr()
+
+    @field_validator("driver")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        try:
+            registry.driver_class(name)
+        except UnknownDriverError as exc:
+            raise ValueError(str(exc)) from exc
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f'driver "{name}" is installed but cannot be loaded: {exc}') from exc
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _transport_url(cls, url: str) -> str:
+        try:
+            TransportSpec(url=url)
+        except ValidationError as exc:
+            raise ValueError(_reason(exc)) from exc
+        return url
+
+    @field_validator("serial")
+    @classmethod
+    def _serial_port_only(cls, serial: SerialSettings | None, info: ValidationInfo) -> SerialSettings | None:
+        url = info.data.get("url")
+        if serial is not None and isinstance(url, str):
+            try:
+                TransportSpec(url=url, serial=serial)
+            except ValidationError as exc:
+                raise ValueError(_reason(exc)) from exc
+        return serial
+
+    @field_validator("options")
+    @classmethod
+    def _driver_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        driver = info.data.get("driver")
+        if isinstance(driver, str):
+            # Its ValidationError is kept whole by pydantic, so each problem stays at its own key.
+            registry.driver_class(driver).Options.model_validate(options)
+        return options
+
+    @model_validator(mode="after")
+    def _build(self) -> Self:
+        self._transport = TransportSpec(url=self.url, serial=self.serial)
+        self._options = registry.driver_class(self.driver).Options.model_validate(self.options)
+        return self
+
+    @property
+    def transport(self) -> TransportSpec:
+        """The device link: URL plus serial settings."""
+        return self._transport
+
+    @property
+    def parsed_options(self) -> DriverOptions:
+        """The options as validated by the driver's own Options model."""
+        return self._options
+
+
+class StorageConfig(Section):
+    """Where the line keeps its durable state."""
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    """Directory of the database and other state; relative paths start at the config file's directory.
+    Default: $STATE_DIRECTORY (set by systemd), else /var/lib/lineside."""
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if value == "":
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _anchor(cls, state_dir: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        return base / state_dir if isinstance(base, Path) and not state_dir.is_absolute() else state_dir
+
+
+class ApiConfig(Section):
+    """The local HTTP API."""
+
+    host: Host = "127.0.0.1"
+    """Address the HTTP API listens on; loopback unless remote clients need it."""
+    port: Port = 8470
+    """TCP port of the HTTP API; 0 picks a free one."""
+
+
+class HmiConfig(Section):
+    """The local web HMI."""
+
+    host: Host = "127.0.0.1"
+    """Address the web HMI listens on."""
+    port: Port = 8480
+    """TCP port of the web HMI; 0 picks a free one."""
+
+
+class LoggingConfig(Section):
+    """What is logged, in which format, and which values are masked."""
+
+    level: LogLevel = "info"
+    """Lowest level written."""
+    format: LogFormat = "auto"
+    """json, console, or auto: JSON under systemd, console on a terminal."""
+    redact: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), validate_default=True)
+    """Key names whose values are masked in logs, besides password, token, secret and authorization."""
+
+    @field_validator("redact")
+    @classmethod
+    def _with_defaults(cls, extra: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*DEFAULT_REDACT, *(name.lower() for name in extra)]))
+
+
+class DaemonConfig(Section):
+    """How the line controller process behaves as a service."""
+
+    drain_timeout_s: DrainSeconds = 10.0
+    """Seconds a graceful shutdown waits for work in flight before stopping anyway."""
+
+
+class LineConfig(Section):
+    """One packaging line: its devices and the services the line controller runs for it."""
+
+    line: LineInfo
+    """The line itself; the only required section."""
+    devices: tuple[DeviceConfig, ...] = ()
+    """Every device the line controller talks to; ids unique."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    """Where the line keeps its durable state."""
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    """The local HTTP API."""
+    hmi: HmiConfig = Field(default_factory=HmiConfig)
+    """The local web HMI."""
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """What is logged, in which format, and which values are masked."""
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    """How the line controller process behaves as a service."""
+
+    _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        first: dict[str, int] = {}
+        for index, device in enumerate(self.devices):
+            if device.id in first:
+                raise RelationError(
+                    f'duplicate device id "{device.id}"',
+                    at=("devices", index, "id"),
+                    first=("devices", first[device.id], "id"),
+                )
+            first[device.id] = index
+        return self
+
+    @model_validator(mode="after")
+    def _remember_source(self, info: ValidationInfo) -> Self:
+        source = (info.context or {}).get("source")
+        self._source = source if isinstance(source, Path) else None
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was loaded from, when it came from one."""
+        return self._source
+
+    def device(self, device_id: str) -> DeviceConfig:
+        """Return the device with this id; KeyError when there is none."""
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        raise KeyError(device_id)
