@@ -46,3 +46,25 @@ def _no_leaked_threads() -> object:
     ]
     if leaked:
         pytest.fail(f"test leaked thread(s): {leaked!r}")
+
+
+def open_fds() -> dict[str, str]:
+    """This process's open file descriptors and what each refers to."""
+    fds = {}
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            fds[entry.name] = str(entry.readlink())
+        except OSError:  # the directory's own descriptor, gone by now
+            continue
+    return fds
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_fds() -> AsyncIterator[None]:
+    """Fail the test when it leaves file descriptors open (sockets, ptys, database files)."""
+    before = open_fds()
+    yield
+    await asyncio.sleep(0)  # let close callbacks already scheduled run
+    leaked = open_fds().keys() - before.keys()
+    if leaked:
+        pytest.fail(f"test leaked file descriptor(s): { {fd: open_fds().get(fd) for fd in leaked} }")
