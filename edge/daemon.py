@@ -1,0 +1,194 @@
+"""The line controller process: one root TaskGroup owning the store writer, device supervisors and services."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext
+from edge import __version__
+from edge.log import device_logger
+from edge.registry import driver_class
+from edge.store import Store
+from edge.supervisor import DeviceSupervisor, LinkState, Sleep, default_backoff
+from edge.systemd import Notifier
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
+    from edge.config import DeviceConfig, LineConfig
+
+_LOG = structlog.get_logger("lineside.daemon")
+
+# Device events wait here for the line logic. A reader burst larger than this blocks the reader
+# (back-pressure reaches the device through TCP or the UART) instead of losing a read.
+EVENT_QUEUE_SIZE = 1024
+# How often the one-line status for `systemctl status` is refreshed when nothing else changes.
+STATUS_INTERVAL_S = 5.0
+
+Service = Callable[[], Coroutine[Any, Any, None]]
+"""A coroutine function the daemon runs in its root TaskGroup and cancels at shutdown (e.g. demo simulators)."""
+
+
+class Daemon:
+    """Runs the line until shutdown is requested, then drains within the configured timeout."""
+
+    def __init__(
+        self,
+        config: LineConfig,
+        *,
+        config_sha256: str | None = None,
+        notifier: Notifier | None = None,
+        services: Sequence[Service] = (),
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._config_sha256 = config_sha256
+        self._notifier = notifier or Notifier()
+        self._services = services
+        self._sleep = sleep
+        self._shutdown = asyncio.Event()
+        self._events: asyncio.Queue[DeviceEvent] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
+        self.supervisors: list[DeviceSupervisor] = []
+        self.ready = asyncio.Event()
+
+    def request_shutdown(self) -> None:
+        """Begin an orderly shutdown (safe to call from a signal handler, repeatedly)."""
+        if not self._shutdown.is_set():
+            _LOG.info("shutdown requested")
+        self._shutdown.set()
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until shutdown; return 0 after a clean drain, 1 when the drain timed out."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_shutdown)
+        try:
+            return await self._run()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            self._notifier.close()
+
+    async def _run(self) -> int:
+        cfg = self.config
+        # Opening runs the integrity check and migrations: seconds on a large database, so not on the loop.
+        store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
+        self.supervisors = [self._supervisor(dev) for dev in cfg.devices if dev.enabled]
+        clean = True
+        try:
+            async with asyncio.TaskGroup() as root:
+                root.create_task(store.run(), name="store-writer")
+                run_id, previous = await store.begin_run(__version__, self._config_sha256)
+                if previous is not None:
+                    _LOG.warning(
+                        "previous run ended without a clean shutdown",
+                        run=previous.id,
+                        started_at=previous.started_at,
+                    )
+                work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
+                work.append(root.create_task(self._consume_events(), name="device-events"))
+                work.extend(root.create_task(service(), name="service") for service in self._services)
+                heartbeat = root.create_task(self._heartbeat(), name="sd-heartbeat")
+                self._notifier.ready(self._status_line())
+                _LOG.info(
+                    "line controller ready",
+                    line=cfg.line.id,
+                    devices=len(self.supervisors),
+                    state_dir=str(cfg.storage.state_dir),
+                    version=__version__,
+                )
+                self.ready.set()
+                await self._shutdown.wait()
+                self._notifier.stopping("draining")
+                clean = await self._drain(work, store, run_id)
+                heartbeat.cancel()
+        finally:
+            store.close()
+        _LOG.info("line controller stopped", clean=clean)
+        return 0 if clean else 1
+
+    async def _drain(self, work: list[asyncio.Task[None]], store: Store, run_id: int) -> bool:
+        timeout_s = self.config.daemon.drain_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                for task in work:
+                    task.cancel()
+                await asyncio.wait(work)
+                await store.end_run(run_id)
+                await store.aclose()
+        except TimeoutError:
+            _LOG.error("shutdown drain timed out; stopping anyway", timeout_s=timeout_s)
+            return False
+        return True
+
+    def _supervisor(self, dev: DeviceConfig) -> DeviceSupervisor:
+        cls = driver_class(dev.driver)
+        log = device_logger(dev.id)
+        context = DriverContext(
+            device_id=dev.id,
+            transport=dev.transport,
+            events=self._events.put,
+            log=log,
+            connect_timeout_s=dev.timeouts.connect_s,
+            response_timeout_s=dev.timeouts.response_s,
+        )
+
+        def factory() -> Driver:
+            return cls(context, dev.parsed_options)
+
+        return DeviceSupervisor(
+            dev.id,
+            factory,
+            backoff=default_backoff(dev.reconnect.initial_s, dev.reconnect.max_s),
+            connect_timeout_s=dev.timeouts.connect_s,
+            log=log,
+            sleep=self._sleep,
+        )
+
+    async def _consume_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            log = device_logger(event.device_id)
+            if isinstance(event, CodeRead):
+                log.info("code read", data=printable(event.data))
+            elif isinstance(event, DeviceGarbage):
+                log.warning("device sent unparseable bytes", reason=event.reason, data=event.data[:64].hex())
+            else:
+                log.debug("device event", detail=repr(event))
+
+    async def _heartbeat(self) -> None:
+        # systemd restarts us when pings stop for WatchdogSec; pinging at half of it leaves one
+        # missed tick of slack for a busy loop without masking a hung one.
+        watchdog_s = self._notifier.watchdog_interval_s
+        period = min(STATUS_INTERVAL_S, watchdog_s / 2) if watchdog_s else STATUS_INTERVAL_S
+        last = ""
+        while True:
+            if watchdog_s:
+                self._notifier.watchdog()
+            line = self._status_line()
+            if line != last:
+                self._notifier.status(line)
+                last = line
+            await asyncio.sleep(period)
+
+    def _status_line(self) -> str:
+        online = sum(1 for s in self.supervisors if s.status.state is LinkState.ONLINE)
+        return f"line {self.config.line.id}: {online}/{len(self.supervisors)} devices online"
+
+
+def printable(data: bytes) -> str:
+    """Return device bytes as log text: GS shown as <GS>, other control bytes as <0xNN>."""
+    out = []
+    for byte in data:
+        if byte == 0x1D:
+            out.append("<GS>")
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"<0x{byte:02X}>")
+    return "".join(out)
