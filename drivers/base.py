@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class DriverOptions(BaseModel):
     """Base of every driver's own options model: unknown keys are errors, values immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ class Driver(abc.ABC):
     """One device link. Single-use: connect() at most once, close() any number of times."""
 
     role: ClassVar[str]
-    """The device role this driver fills (``scanner``, ``printer``, ``camera``, ``plc``)."""
+    """The device role this driver fills (``reader``, ``printer``, ``camera``, ``plc``)."""
 
     Options: ClassVar[type[DriverOptions]] = DriverOptions
     """The driver's own options model; the ``options:`` mapping of a device is validated by it."""

@@ -136,24 +136,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from edge.config import load_config  # noqa: PLC0415 - keeps `lineside --help` fast
+    from edge.config import check_config_main  # noqa: PLC0415 - keeps `lineside --help` fast
 
-    try:
-        load_config(args.file)
-    except ConfigError as err:
-        if args.json:
-            print(json.dumps([
-                {"file": i.file, "line": i.line, "column": i.column, "message": i.message} for i in err.issues
-            ], indent=2))
-        else:
-            for issue in err.issues:
-                print(issue)
-        return EXIT_BAD_INPUT
-    if args.json:
-        print("[]")
-    else:
-        print(f"{args.file}: ok")
-    return EXIT_OK
+    return check_config_main(args.file, as_json=args.json)
 
 
 def _cmd_config_schema(_args: argparse.Namespace) -> int:

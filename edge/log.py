@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_REDACT = frozenset({"password", "passwd", "token", "secret", "authorization", "api_key", "cookie"})
 REDACTED = "***"
-# user:password@ inside URLs (upstream endpoints, rfc2217 device servers) must not reach the journal.
+# user:password@ inside URLs (upstream endpoints, device servers) must not reach the journal.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
 
 LogFormat = Literal["auto", "json", "console"]

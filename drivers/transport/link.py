@@ -182,17 +182,11 @@ async def open_link(
 
     Raises TransientDeviceError when retrying may help (refused, unreachable, timed out, device node
     missing or busy) and DeviceRejectedError when it cannot (not a serial device, permission denied,
-    settings the port refuses, a URL scheme the asyncio transport cannot serve).
+    settings the port refuses).
     """
     bound_log: structlog.stdlib.BoundLogger = structlog.get_logger() if log is None else log
     if spec.is_tcp:
         return await _open_tcp(spec, connect_timeout_s, write_timeout_s, bound_log)
-    if spec.url.startswith("rfc2217://"):
-        # pyserial's RFC 2217 client has no file descriptor, so the asyncio serial transport cannot poll it.
-        raise DeviceRejectedError(
-            f"{spec.url}: rfc2217:// is not supported by the asyncio serial transport; "
-            "set the device server to raw TCP and use socket://host:port"
-        )
     return await _open_serial(spec, connect_timeout_s, write_timeout_s, bound_log)
 
 

@@ -1,4 +1,4 @@
-"""Where a device is reached: one URL for TCP (``socket://host:port``) or a serial device, plus serial settings."""
+"""Where a device is reached: ``socket://host:port`` for TCP or a serial device path, plus serial settings."""
 
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ class TransportSpec(BaseModel):
         if url.startswith("/"):
             return url
         parts = urlsplit(url)
-        if parts.scheme not in ("socket", "rfc2217"):
-            raise ValueError(
-                f'"{url}" is neither socket://host:port, rfc2217://host:port nor a serial device path like /dev/ttyUSB0'
-            )
+        if parts.scheme == "rfc2217":
+            # pyserial's RFC 2217 client has no file descriptor, so the asyncio serial transport cannot poll it.
+            raise ValueError(f'"{url}": RFC 2217 is not supported; set the device server to raw TCP and use socket://')
+        if parts.scheme != "socket":
+            raise ValueError(f'"{url}" is neither socket://host:port nor a serial device path like /dev/ttyUSB0')
         try:
             port = parts.port
         except ValueError:
@@ -82,7 +83,7 @@ class TransportSpec(BaseModel):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        """The (host, port) of a socket:// or rfc2217:// URL."""
+        """The (host, port) of a socket:// URL."""
         parts = urlsplit(self.url)
         if parts.hostname is None or parts.port is None:
             raise ValueError(f'"{self.url}" has no host and port')

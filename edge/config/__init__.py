@@ -19,13 +19,9 @@ from edge.config.models import (
 )
 from edge.config.schema import config_json_schema
 
-DaemonSettings = DaemonConfig
-"""The ``daemon:`` section under its other name."""
-
 __all__ = [
     "ApiConfig",
     "DaemonConfig",
-    "DaemonSettings",
     "DeviceConfig",
     "HmiConfig",
     "LineConfig",

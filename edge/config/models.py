@@ -160,7 +160,7 @@ class DeviceConfig(Section):
     driver: str
     """Installed driver that speaks this device's protocol, like scanner.wedge."""
     url: str
-    """Where the device is reached: socket://host:port, rfc2217://host:port, or a serial device path."""
+    """Where the device is reached: socket://host:port or a serial device path."""
     serial: SerialSettings | None = None
     """Serial line settings; only for serial device paths."""
     enabled: bool = Field(True, strict=True)

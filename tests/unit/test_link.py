@@ -234,7 +234,3 @@ async def test_a_path_that_is_no_serial_device_is_rejected(tmp_path: Path):
         with pytest.raises(DeviceRejectedError, match="not a serial device"):
             await open_link(TransportSpec(url=str(path)), connect_timeout_s=5)
 
-
-async def test_rfc2217_is_rejected_with_the_alternative():
-    with pytest.raises(DeviceRejectedError, match="socket://"):
-        await open_link(TransportSpec(url="rfc2217://127.0.0.1:4001"), connect_timeout_s=5)
