@@ -54,6 +54,8 @@ class Daemon:
         self._events: asyncio.Queue[DeviceEvent] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
         self.supervisors: list[DeviceSupervisor] = []
         self.ready = asyncio.Event()
+        self.store: Store | None = None
+        """The open store while the daemon runs; services use it for durable state."""
 
     def request_shutdown(self) -> None:
         """Begin an orderly shutdown (safe to call from a signal handler, repeatedly)."""
@@ -77,7 +79,7 @@ class Daemon:
     async def _run(self) -> int:
         cfg = self.config
         # Opening runs the integrity check and migrations: seconds on a large database, so not on the loop.
-        store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
+        store = self.store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
         self.supervisors = [self._supervisor(dev) for dev in cfg.devices if dev.enabled]
         clean = True
         try:
@@ -93,7 +95,7 @@ class Daemon:
                 work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
                 work.append(root.create_task(self._consume_events(), name="device-events"))
                 work.extend(root.create_task(service(), name="service") for service in self._services)
-                heartbeat = root.create_task(self._heartbeat(), name="sd-heartbeat")
+                heartbeat = root.create_task(self._heartbeat(store), name="sd-heartbeat")
                 self._notifier.ready(self._status_line())
                 _LOG.info(
                     "line controller ready",
@@ -161,19 +163,24 @@ class Daemon:
             else:
                 log.debug("device event", detail=repr(event))
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, store: Store) -> None:
         # systemd restarts us when pings stop for WatchdogSec; pinging at half of it leaves one
         # missed tick of slack for a busy loop without masking a hung one.
         watchdog_s = self._notifier.watchdog_interval_s
         period = min(STATUS_INTERVAL_S, watchdog_s / 2) if watchdog_s else STATUS_INTERVAL_S
-        last = ""
+        last_status = ""
         while True:
-            if watchdog_s:
+            # A commit that has taken a whole period is stuck (a hung disk, a wedged thread): withholding
+            # the ping lets systemd restart us into a clean state instead of running on without durability.
+            stuck_s = store.batch_age_s()
+            if stuck_s > period:
+                _LOG.error("store writer is stuck; withholding the watchdog ping", stuck_s=round(stuck_s, 3))
+            elif watchdog_s:
                 self._notifier.watchdog()
             line = self._status_line()
-            if line != last:
+            if line != last_status:
                 self._notifier.status(line)
-                last = line
+                last_status = line
             await asyncio.sleep(period)
 
     def _status_line(self) -> str:

@@ -123,6 +123,7 @@ class Store:
             deque()
         )
         self._wakeup: asyncio.Future[None] | None = None
+        self._batch_started: float | None = None
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._stopped = asyncio.Event()
         self._writing = False  # run() (or aclose() standing in for it) is committing
@@ -285,6 +286,14 @@ class Store:
         """Whether the store's threads and connections are closed."""
         return self._closed
 
+    def batch_age_s(self) -> float:
+        """Seconds the transaction being committed right now has taken so far; 0 when the writer is idle."""
+        started = self._batch_started
+        return 0.0 if started is None else asyncio.get_running_loop().time() - started
+
+    def _batch_finished(self, _done: asyncio.Future[Any]) -> None:
+        self._batch_started = None
+
     @property
     def pending(self) -> int:
         """Writes queued and not yet taken by the writer."""
@@ -444,6 +453,8 @@ class Store:
         in_thread = loop.run_in_executor(
             self._writer_pool, self._batch_writer.run_batch, [fn for fn, _ in batch]
         )
+        self._batch_started = loop.time()
+        in_thread.add_done_callback(self._batch_finished)
         try:
             # Shielded: cancelling run() must not orphan a commit SQLite is already doing.
             result = await asyncio.shield(in_thread)

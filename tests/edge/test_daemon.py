@@ -87,3 +87,50 @@ async def test_an_unreachable_device_does_not_hold_up_the_line(tmp_path):
     await _until(lambda: daemon.supervisors[0].status.failures >= 2)
     daemon.request_shutdown()
     assert await asyncio.wait_for(task, HANG_GUARD_S) == 0
+
+
+async def test_a_stuck_store_writer_withholds_the_watchdog_ping(tmp_path):
+    import socket
+    import threading
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    # A 20 ms watchdog makes the daemon check its writer every 10 ms.
+    notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "20000"})
+    daemon = Daemon(_config(tmp_path, "socket://127.0.0.1:9"), notifier=notifier)
+    release = threading.Event()
+    try:
+        with capture_logs() as logs:
+            task = asyncio.create_task(daemon.run(handle_signals=False))
+            async with asyncio.timeout(HANG_GUARD_S):
+                await daemon.ready.wait()
+            store = daemon.store
+            blocked = asyncio.create_task(store.write(lambda _conn: release.wait(HANG_GUARD_S)))
+            queued = asyncio.create_task(store.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')"))
+            def stuck_ticks():
+                return sum(e["event"].startswith("store writer is stuck") for e in logs)
+
+            await _until(lambda: stuck_ticks() >= 1)
+            _drain(sock)
+            seen = stuck_ticks()
+            await _until(lambda: stuck_ticks() >= seen + 3)  # three more heartbeats while the writer is stuck
+            assert b"WATCHDOG=1" not in _drain(sock)
+            release.set()
+            await asyncio.wait_for(asyncio.gather(blocked, queued), HANG_GUARD_S)
+            await _until(lambda: b"WATCHDOG=1" in _drain(sock))
+            daemon.request_shutdown()
+            assert await asyncio.wait_for(task, HANG_GUARD_S) == 0
+    finally:
+        release.set()
+        sock.close()
+
+
+def _drain(sock):
+    got = b""
+    while True:
+        try:
+            got += sock.recv(4096) + b"\n"
+        except BlockingIOError:
+            return got
