@@ -8,7 +8,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -69,9 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("config-schema", help="print the JSON Schema of line configurations")
     schema.set_defaults(handler=_cmd_config_schema)
 
+    gs1 = sub.add_parser("gs1", help="read, check and build GS1 element strings")
+    gs1_sub = gs1.add_subparsers(title="gs1 commands", required=True, metavar="ACTION")
+    gs1_parse = gs1_sub.add_parser("parse", help="read scan data, HRI text or a Digital Link and check it")
+    gs1_parse.add_argument("data", nargs="?", help="the data; GS may be typed as \\x1d or {GS}")
+    gs1_parse.add_argument("--stdin", action="store_true", help="read one DATA per line, answer one line each")
+    gs1_parse.add_argument("--json", action="store_true", help="print JSON")
+    gs1_parse.set_defaults(handler=_cmd_gs1_parse)
+    gs1_build = gs1_sub.add_parser("build", help="build the element string, HRI and Digital Link from AIs")
+    gs1_build.add_argument("--ai", action="append", required=True, metavar="AI=VALUE", help="one element, in order")
+    gs1_build.add_argument("--json", action="store_true", help="print JSON")
+    gs1_build.set_defaults(handler=_cmd_gs1_build)
+
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store"], help="store: durable state changes per second")
+    bench.add_argument("name", choices=["store", "gs1"], help="store: durable changes/s; gs1: parse+validate/s")
     bench.add_argument("--changes", type=int, default=100_000, help="state changes to make (store)")
+    bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_cmd_bench)
     return parser
@@ -149,12 +162,17 @@ def _cmd_config_schema(_args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import tempfile  # noqa: PLC0415 - only benchmarks need it
+    if args.name == "gs1":
+        from edge.gs1.bench import bench_gs1  # noqa: PLC0415 - keeps `lineside --help` fast
 
-    from edge.store.bench import bench_store  # noqa: PLC0415 - keeps `lineside --help` fast
+        result = bench_gs1(strings=args.strings)
+    else:
+        import tempfile  # noqa: PLC0415 - only this benchmark needs it
 
-    with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
-        result = asyncio.run(bench_store(Path(tmp), changes=args.changes, batch_concurrency=1024))
+        from edge.store.bench import bench_store  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
+            result = asyncio.run(bench_store(Path(tmp), changes=args.changes, batch_concurrency=1024))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -162,3 +180,57 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
         print(f"baseline, {base['name']}: {base['value']:,.0f} {base['unit']}")
     return EXIT_OK
+
+
+def _cmd_gs1_parse(args: argparse.Namespace) -> int:
+    from edge.gs1.report import UnusableInputError, parse_report  # noqa: PLC0415 - keeps `lineside --help` fast
+
+    if args.stdin == (args.data is not None):
+        print("give DATA or --stdin, not both and not neither", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    worst = EXIT_OK
+    lines = (line.rstrip("\r\n") for line in sys.stdin) if args.stdin else iter([args.data])
+    for data in lines:
+        try:
+            report = parse_report(data)
+            code = EXIT_OK if report["ok"] else EXIT_FAILED
+        except UnusableInputError as err:
+            issue = err.issue
+            report = {"ok": False, "elements": [], "hri": None, "digital_link": None, "errors": [
+                {"ai": issue.ai, "position": issue.position, "message": issue.message, "rule": issue.rule}]}
+            code = EXIT_BAD_INPUT
+        worst = max(worst, code)
+        _print_gs1(report, as_json=args.json, one_line=args.stdin)
+    return worst
+
+
+def _cmd_gs1_build(args: argparse.Namespace) -> int:
+    from edge.gs1.report import build_report, unescape  # noqa: PLC0415 - keeps `lineside --help` fast
+
+    pairs = []
+    for item in args.ai:
+        ai, sep, value = item.partition("=")
+        if not sep or not ai.isdigit():
+            print(f'--ai "{item}": expected AI=VALUE, like 01=09506000134352', file=sys.stderr)
+            return EXIT_BAD_INPUT
+        pairs.append((ai, unescape(value)))
+    report = build_report(pairs)
+    _print_gs1(report, as_json=args.json, one_line=False)
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _print_gs1(report: dict[str, Any], *, as_json: bool, one_line: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=None if one_line else 2))
+        return
+    if "element_string" in report and report["element_string"] is not None:
+        print("element string:", report["element_string"].replace("\x1d", "<GS>"))
+    print("ok" if report["ok"] else "INVALID")
+    for element in report["elements"]:
+        print(f"  ({element['ai']}) {element['value']}")
+    if report["hri"]:
+        print("HRI:", report["hri"])
+    if report["digital_link"]:
+        print("Digital Link:", report["digital_link"])
+    for error in report["errors"]:
+        print(f"  error at {error['position']}: {error['message']} [{error['rule']}]")
