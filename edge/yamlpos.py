@@ -16,6 +16,7 @@ NodePath = tuple[object, ...]
 MAP_TAG = "tag:yaml.org,2002:map"
 SEQ_TAG = "tag:yaml.org,2002:seq"
 MERGE_TAG = "tag:yaml.org,2002:merge"
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 # Aliases are expanded into copies; this bounds the work a crafted alias bomb can cause.
 MAX_NODES = 100_000
@@ -141,6 +142,13 @@ class _Walker:
         except yaml.constructor.ConstructorError as exc:
             # Tags that would build Python objects end here: the safe constructor knows none of them.
             raise self.fatal(at, f"YAML: {exc.problem}") from exc
+        except ValueError:
+            # 2019-02-30 looks like a timestamp to YAML but is no date: keep the text for the schema to judge.
+            if not isinstance(node, ScalarNode) or node.tag != TIMESTAMP_TAG:
+                raise
+            # PyYAML leaves a failed node marked as under construction; an alias to it must not read as recursion.
+            self.loader.recursive_objects.pop(node, None)
+            value = node.value
         plain = node.value if isinstance(node, ScalarNode) and node.style is None else None
         return value, Located(at, key_at, plain)
 

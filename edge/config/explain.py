@@ -184,9 +184,9 @@ def _driver_options(data: object, index: object) -> type[BaseModel] | None:
         return None
 
 
-def model_at(path: NodePath, data: object) -> type[BaseModel] | None:
-    """Return the model that validates the mapping at path, or None when none does."""
-    model: type[BaseModel] | None = LineConfig
+def model_at(path: NodePath, data: object, root: type[BaseModel] = LineConfig) -> type[BaseModel] | None:
+    """Return the model that validates the mapping at path below root, or None when none does."""
+    model: type[BaseModel] | None = root
     index = 0
     while index < len(path) and model is not None:
         part = path[index]
@@ -204,8 +204,10 @@ def model_at(path: NodePath, data: object) -> type[BaseModel] | None:
     return model
 
 
-def issue_for(error: ErrorDetails, doc: Document, filename: str) -> ConfigIssue:
-    """Place one pydantic error at its YAML node and word it for a line integrator."""
+def issue_for(
+    error: ErrorDetails, doc: Document, filename: str, *, root: type[BaseModel] = LineConfig
+) -> ConfigIssue:
+    """Place one pydantic error at its YAML node and word it for a line integrator; root is the validated model."""
     path: NodePath = tuple(error["loc"])
     kind = error["type"]
     if kind == "missing":
@@ -219,7 +221,7 @@ def issue_for(error: ErrorDetails, doc: Document, filename: str) -> ConfigIssue:
         parent = path[:-1]
         node, found = doc.locate(path)
         at = node.key if found and node.key is not None else node.value
-        model = model_at(parent, doc.data)
+        model = model_at(parent, doc.data, root)
         hint = _suggest(str(path[-1]), list(model.model_fields)) if model is not None else ""
         where = f" in {dotted(parent)}" if parent else ""
         return ConfigIssue(filename, at.line, at.column, f"unknown key {_literal(path[-1])}{where}{hint}")

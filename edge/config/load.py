@@ -79,8 +79,8 @@ def load_config_text(text: str, filename: str, *, base_dir: Path | None = None) 
     return config
 
 
-def load_config(path: Path) -> LineConfig:
-    """Read and validate a configuration file; ConfigError lists every problem as FILE:LINE:COL: message."""
+def read_config_text(path: Path) -> str:
+    """Read a configuration file as UTF-8 text; ConfigError at the offending byte when it cannot be read."""
     filename = str(path)
     try:
         raw = path.read_bytes()
@@ -94,7 +94,12 @@ def load_config(path: Path) -> LineConfig:
         column = exc.start - (before.rfind(b"\n") + 1) + 1
         message = f"cannot read: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
         raise ConfigError([ConfigIssue(filename, line, column, message)]) from exc
-    return load_config_text(text, filename, base_dir=path.absolute().parent)
+    return text
+
+
+def load_config(path: Path) -> LineConfig:
+    """Read and validate a configuration file; ConfigError lists every problem as FILE:LINE:COL: message."""
+    return load_config_text(read_config_text(path), str(path), base_dir=path.absolute().parent)
 
 
 def check_config_main(path: Path, *, as_json: bool) -> int:
