@@ -21,6 +21,7 @@ from pydantic import (
 from drivers.transport.spec import SerialSettings, TransportSpec
 from edge import registry
 from edge.errors import UnknownDriverError
+from edge.gs1.checks import gs1_check_digit
 
 if TYPE_CHECKING:
     from drivers.base import DriverOptions
@@ -51,12 +52,6 @@ class RelationError(ValueError):
         self.at = at
         self.first = first
         """Where the clashing earlier value sits, relative to the same mapping, for duplicates."""
-
-
-def gs1_check_digit(digits: str) -> int:
-    """Return the GS1 mod-10 check digit for a string of digits (the key without its check digit)."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
-    return (10 - total % 10) % 10
 
 
 def default_state_dir() -> Path:
