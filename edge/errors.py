@@ -72,3 +72,31 @@ class StoreFullError(StoreError):
 
 class StoreReadOnlyError(StoreError):
     """The database or its directory cannot be written."""
+
+
+class SerialError(EdgeError):
+    """A serial-number operation was refused; nothing of it was written."""
+
+
+class IllegalTransitionError(SerialError):
+    """A serial (or several) cannot move from its current state to the one asked for."""
+
+
+class PoolExhaustedError(SerialError):
+    """The pool has fewer serials available for a GTIN than a batch needs."""
+
+
+class SerialImportError(SerialError):
+    """Serials or codes supplied from outside are malformed or clash with ones already known."""
+
+
+class BatchError(EdgeError):
+    """A batch or work-order operation was refused; the message gives the reason and what to do."""
+
+
+class BatchNotFoundError(BatchError):
+    """No batch has the id or work order given."""
+
+
+class ReconciliationError(BatchError):
+    """A batch cannot be closed: its serials do not balance or some are still unresolved."""

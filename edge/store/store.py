@@ -223,12 +223,21 @@ class Store:
             await self._wait_for_space()
             if self._closing:
                 raise self._refusal()
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue fn as write() does, without waiting for space; return the future of its outcome.
+
+        For callers that keep a few changes in flight and bound their own queue (the serial ledger).
+        """
+        if self._closing or self._writer_pool is None:
+            raise self._refusal()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((fn, future))
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
-        return await future
+        return future
 
     async def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
         """Run one statement as one change; return the cursor's lastrowid (0 if none) once committed.

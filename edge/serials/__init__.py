@@ -1,0 +1,1 @@
+"""Serial numbers, batches and reconciliation: the per-serial state machine kept durable in the store."""
