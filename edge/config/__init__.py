@@ -5,6 +5,7 @@ from __future__ import annotations
 from edge.config.load import check_config_main, load_config, load_config_text
 from edge.config.models import (
     ApiConfig,
+    CatalogConfig,
     DaemonConfig,
     DeviceConfig,
     HmiConfig,
@@ -21,6 +22,7 @@ from edge.config.schema import config_json_schema
 
 __all__ = [
     "ApiConfig",
+    "CatalogConfig",
     "DaemonConfig",
     "DeviceConfig",
     "HmiConfig",

@@ -103,9 +103,12 @@ def load_config(path: Path) -> LineConfig:
 
 
 def check_config_main(path: Path, *, as_json: bool) -> int:
-    """Check one configuration file and print its problems (lines, or a JSON list); return 0 if valid, else 2."""
+    """Check a configuration file and its catalog (markets, then products); print every problem; 0 if valid, else 2."""
+    # Imported here: products and markets read their files with this module's helpers.
+    from edge.products.load import load_catalog  # noqa: PLC0415
+
     try:
-        load_config(path)
+        load_catalog(load_config(path).catalog)
     except ConfigError as exc:
         issues = exc.issues
     else:

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+import edge
 from drivers.transport.spec import SerialSettings, TransportSpec
 from edge import registry
 from edge.errors import UnknownDriverError
@@ -58,6 +59,17 @@ def default_state_dir() -> Path:
     """Return systemd's StateDirectory= when set (the first of several), else /var/lib/lineside."""
     given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(given) if given else DEFAULT_STATE_DIR
+
+
+def shipped_markets_dir() -> Path:
+    """Return the market rule packs shipped with Lineside: config/markets beside the edge package."""
+    return Path(edge.__file__).resolve().parents[1] / "config" / "markets"
+
+
+def _anchored(path: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the config file's directory, when validation was told it (base_dir)."""
+    base = (info.context or {}).get("base_dir")
+    return base / path if isinstance(base, Path) and not path.is_absolute() else path
 
 
 def _number(value: float) -> str:
@@ -244,8 +256,30 @@ class StorageConfig(Section):
     @field_validator("state_dir")
     @classmethod
     def _anchor(cls, state_dir: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        return base / state_dir if isinstance(base, Path) and not state_dir.is_absolute() else state_dir
+        return _anchored(state_dir, info)
+
+
+class CatalogConfig(Section):
+    """Where the line finds the products it makes and the market rule packs they are checked against."""
+
+    products: Path = Field(Path("products"), validate_default=True)
+    """Directory of products, one YAML file each; relative paths start at the config file's directory.
+    Default: products beside the config file, and no products when that directory does not exist."""
+    markets: Path = Field(default_factory=shipped_markets_dir)
+    """Directory of market rule packs, one YAML file each; relative paths start at the config file's directory.
+    Default: the packs shipped with Lineside (its config/markets)."""
+
+    @field_validator("products", "markets", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if value == "":
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("products", "markets")
+    @classmethod
+    def _anchor(cls, directory: Path, info: ValidationInfo) -> Path:
+        return _anchored(directory, info)
 
 
 class ApiConfig(Section):
@@ -306,8 +340,18 @@ class LineConfig(Section):
     """What is logged, in which format, and which values are masked."""
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     """How the line controller process behaves as a service."""
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    """Where the products and market rule packs are."""
 
     _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_beside_the_file(cls, data: object) -> object:
+        # A default built outside validation would not see the config file's directory its paths start at.
+        if isinstance(data, dict) and "catalog" not in data:
+            return {**data, "catalog": {}}
+        return data
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:

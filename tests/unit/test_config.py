@@ -18,7 +18,9 @@ from drivers.base import DeviceInfo, Driver, DriverOptions
 from drivers.transport.spec import Parity, SerialSettings, TransportSpec
 from edge import registry
 from edge.config import DeviceConfig, LineConfig, check_config_main, config_json_schema, load_config, load_config_text
+from edge.config.models import shipped_markets_dir
 from edge.errors import ConfigError
+from tests.conftest import ROOT
 
 BAD_CONFIGS = Path(__file__).parent / "bad_configs"
 
@@ -155,6 +157,7 @@ def test_minimal_config_gets_defaults(monkeypatch):
     assert config.logging.format == "auto"
     assert config.logging.redact == ("password", "token", "secret", "authorization")
     assert config.daemon.drain_timeout_s == 10.0
+    assert config.catalog.products == Path.cwd() / "products"
     assert config.source == Path("line.yaml")
 
 
@@ -220,6 +223,62 @@ def test_relative_state_dir_is_resolved_against_the_config_directory(tmp_path):
 def test_state_dir_defaults_to_systemd_state_directory(monkeypatch):
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/lineside-line3:/var/lib/other")
     assert load_config_text(MINIMAL, "line.yaml").storage.state_dir == Path("/var/lib/lineside-line3")
+
+
+def test_catalog_defaults_to_products_beside_the_file_and_the_shipped_markets(tmp_path):
+    path = tmp_path / "line.yaml"
+    path.write_text(MINIMAL, encoding="utf-8")
+    catalog = load_config(path).catalog
+    assert catalog.products == tmp_path / "products"
+    assert catalog.markets == ROOT / "config" / "markets"
+    assert catalog.markets == shipped_markets_dir()
+    assert catalog.model_fields_set == set()
+
+
+def test_relative_catalog_paths_start_at_the_config_directory(tmp_path):
+    text = MINIMAL + "catalog: {products: ../products, markets: /srv/markets}\n"
+    catalog = load_config_text(text, str(tmp_path / "etc" / "line.yaml")).catalog
+    assert catalog.products == tmp_path / "etc" / ".." / "products"
+    assert catalog.markets == Path("/srv/markets")
+
+
+def test_catalog_keys_are_checked():
+    assert problems(MINIMAL + "catalog: {products: '', market: x}\n") == [
+        "line.yaml:4:21: catalog.products: must not be empty",
+        'line.yaml:4:25: unknown key "market" in catalog (did you mean "markets"?)',
+    ]
+
+
+def test_check_config_main_checks_the_products_too(tmp_path, capsys):
+    products = tmp_path / "products"
+    products.mkdir()
+    broken = (ROOT / "config" / "products" / "aspirin-500-eu.yaml").read_text(encoding="utf-8")
+    (products / "aspirin-500-eu.yaml").write_text(broken.replace("market: eu-fmd", "market: eu-fm"), encoding="utf-8")
+    path = tmp_path / "line.yaml"
+    path.write_text(MINIMAL, encoding="utf-8")
+    assert check_config_main(path, as_json=False) == 2
+    (issue,) = capsys.readouterr().out.splitlines()
+    assert issue.startswith(f'{products / "aspirin-500-eu.yaml"}:24:9: market: unknown market "eu-fm"')
+
+
+def test_check_config_main_wants_a_configured_products_directory(tmp_path, capsys):
+    path = tmp_path / "line.yaml"
+    path.write_text(MINIMAL + "catalog: {products: made-here}\n", encoding="utf-8")
+    assert check_config_main(path, as_json=False) == 2
+    assert capsys.readouterr().out == (
+        f"{tmp_path / 'made-here'}:1:1: cannot read: not a directory of products; create it or set"
+        " catalog.products in the line config\n"
+    )
+
+
+def test_check_config_main_checks_the_market_packs(tmp_path, capsys):
+    (tmp_path / "markets").mkdir()
+    (tmp_path / "markets" / "eu-fmd.yaml").write_text("", encoding="utf-8")
+    path = tmp_path / "line.yaml"
+    path.write_text(MINIMAL + "catalog: {markets: markets}\n", encoding="utf-8")
+    assert check_config_main(path, as_json=True) == 2
+    files = [issue["file"] for issue in json.loads(capsys.readouterr().out)]
+    assert files == [str(tmp_path / "markets" / "eu-fmd.yaml")]
 
 
 def test_yaml_anchors_aliases_and_merge_keys_work():

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from edge.config import config_json_schema, load_config
+from edge.config import check_config_main, config_json_schema, load_config
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "config"
@@ -44,6 +44,19 @@ def test_line_config_fits_the_json_schema(path):
     assert [error.message for error in validator.iter_errors(data)] == []
 
 
+@pytest.mark.parametrize("path", LINE_CONFIGS, ids=[p.relative_to(CONFIG).as_posix() for p in LINE_CONFIGS])
+def test_line_config_passes_check_config_with_its_catalog(path, capsys):
+    assert check_config_main(path, as_json=False) == 0
+    assert capsys.readouterr().out == f"{path}: ok\n"
+
+
+def test_the_shipped_configs_name_the_shipped_products():
+    for name in ("demo.yaml", "line.example.yaml"):
+        catalog = load_config(CONFIG / name).catalog
+        assert catalog.products == CONFIG / "products"
+        assert catalog.markets == CONFIG / "markets"
+
+
 def test_json_schema_is_valid_with_the_installed_drivers():
     jsonschema.Draft202012Validator.check_schema(config_json_schema())
 
@@ -59,7 +72,7 @@ def test_demo_devices_are_on_loopback():
 def test_example_documents_every_device_setting():
     example = load_config(CONFIG / "line.example.yaml")
     text = (CONFIG / "line.example.yaml").read_text(encoding="utf-8")
-    for key in ("serial:", "timeouts:", "reconnect:", "options:", "enabled:", "state_dir:", "redact:"):
+    for key in ("serial:", "timeouts:", "reconnect:", "options:", "enabled:", "state_dir:", "redact:", "catalog:"):
         assert key in text
     assert example.line.site_gln is not None
     assert example.line.location is not None
