@@ -12,7 +12,10 @@ import structlog
 from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext
 from edge import __version__
 from edge.log import device_logger
+from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
+from edge.serials.batches import BatchService
+from edge.serials.ledger import SerialLedger
 from edge.store import Store
 from edge.supervisor import DeviceSupervisor, LinkState, Sleep, default_backoff
 from edge.systemd import Notifier
@@ -44,8 +47,10 @@ class Daemon:
         notifier: Notifier | None = None,
         services: Sequence[Service] = (),
         sleep: Sleep = asyncio.sleep,
+        catalog: Catalog | None = None,
     ) -> None:
         self.config = config
+        self._catalog = catalog
         self._config_sha256 = config_sha256
         self._notifier = notifier or Notifier()
         self._services = services
@@ -56,6 +61,10 @@ class Daemon:
         self.ready = asyncio.Event()
         self.store: Store | None = None
         """The open store while the daemon runs; services use it for durable state."""
+        self.batches: BatchService | None = None
+        """Work orders, batches and the serial pool while the daemon runs."""
+        self.in_doubt_at_start = 0
+        """Serials found in flight at start and marked in doubt (DESIGN invariant 4); the HMI shows them."""
 
     def request_shutdown(self) -> None:
         """Begin an orderly shutdown (safe to call from a signal handler, repeatedly)."""
@@ -78,6 +87,9 @@ class Daemon:
 
     async def _run(self) -> int:
         cfg = self.config
+        catalog = self._catalog
+        if catalog is None:
+            catalog = await asyncio.to_thread(load_catalog, cfg.catalog)
         # Opening runs the integrity check and migrations: seconds on a large database, so not on the loop.
         store = self.store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
         self.supervisors = [self._supervisor(dev) for dev in cfg.devices if dev.enabled]
@@ -92,6 +104,10 @@ class Daemon:
                         run=previous.id,
                         started_at=previous.started_at,
                     )
+                ledger = SerialLedger(store, line_id=cfg.line.id)
+                serials = root.create_task(ledger.run(), name="serial-ledger")
+                self.batches = BatchService(ledger, catalog)
+                await self._recover(ledger, unclean=previous is not None)
                 work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
                 work.append(root.create_task(self._consume_events(), name="device-events"))
                 work.extend(root.create_task(service(), name="service") for service in self._services)
@@ -107,20 +123,38 @@ class Daemon:
                 self.ready.set()
                 await self._shutdown.wait()
                 self._notifier.stopping("draining")
-                clean = await self._drain(work, store, run_id)
+                clean = await self._drain(work, ledger, serials, store, run_id)
                 heartbeat.cancel()
         finally:
             store.close()
         _LOG.info("line controller stopped", clean=clean)
         return 0 if clean else 1
 
-    async def _drain(self, work: list[asyncio.Task[None]], store: Store, run_id: int) -> bool:
+    async def _recover(self, ledger: SerialLedger, *, unclean: bool) -> None:
+        # Units between printer and camera when the daemon last stopped have no verdict and never will:
+        # they are in doubt until re-inspected or decommissioned, after a crash or a clean stop alike.
+        why = "daemon restarted after a crash" if unclean else "daemon restarted"
+        self.in_doubt_at_start = await ledger.recover_in_flight(f"in flight when the line stopped; {why}")
+        if self.in_doubt_at_start:
+            _LOG.warning("serials in doubt after restart: re-inspect or decommission them",
+                         in_doubt=self.in_doubt_at_start)
+
+    async def _drain(
+        self,
+        work: list[asyncio.Task[None]],
+        ledger: SerialLedger,
+        serials: asyncio.Task[None],
+        store: Store,
+        run_id: int,
+    ) -> bool:
         timeout_s = self.config.daemon.drain_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 for task in work:
                     task.cancel()
                 await asyncio.wait(work)
+                await ledger.aclose()
+                await serials
                 await store.end_run(run_id)
                 await store.aclose()
         except TimeoutError:

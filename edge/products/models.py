@@ -132,14 +132,6 @@ class Product(Section):
             reason = str(exc).removeprefix(f"GTIN {gtin!r}: ")
             raise ValueError(f'"{gtin}" is not a GTIN: {reason}') from exc
 
-    @field_validator("company_prefix_length")
-    @classmethod
-    def _room_for_item_reference(cls, length: int) -> int:
-        # The GTIN-14 holds the prefix from its second digit; the item reference needs at least one of the 12 left.
-        if length + 1 >= 13:
-            raise ValueError(f"{length} leaves no digit of the GTIN for the item reference: at most 11")
-        return length
-
     @field_validator("hierarchy")
     @classmethod
     def _inside_out(cls, hierarchy: tuple[HierarchyLevel, ...]) -> tuple[HierarchyLevel, ...]:
