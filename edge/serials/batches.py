@@ -1,0 +1,322 @@
+"""Batches as an MES and an operator see them: work orders in, serials allocated by the market's rules, close.
+
+BatchService joins the catalog (products and market packs) to the serial ledger. The rules of where
+serials come from are data: the market pack says local, upstream list or external complete codes and
+how random serials must be; the product says the serial format it prints and the overage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from edge.errors import BatchError, SerialImportError
+from edge.markets.rules import check_randomisation
+from edge.products.models import Product
+from edge.serials.generate import RandomSerials
+from edge.serials.imports import Kind, parse_serial_import
+from edge.serials.ops import AllocationPlan, NewBatch, Origin
+from edge.serials.states import BatchState
+from edge.serials.workorder import load_work_order_text, with_overage
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Callable, Sequence
+
+    from edge.markets.models import MarketPack
+    from edge.products.load import Catalog
+    from edge.serials.ledger import SerialLedger
+    from edge.serials.ops import BatchRow
+    from edge.serials.workorder import WorkOrder
+
+_LOG = structlog.get_logger("lineside.serials")
+
+# An external request-more command (a site script asking L3 for serials) gets this long: it should
+# only place the request, not wait for the answer, which arrives later as an import.
+REQUEST_COMMAND_TIMEOUT_S = 30.0
+
+_ORIGIN_OF_SOURCE = {
+    "upstream_list": Origin.UPSTREAM,
+    "external_complete_codes": Origin.EXTERNAL_CODE,
+}
+
+
+class LowWaterHook(Protocol):
+    """Called when a GTIN's pool falls below its product's low-water mark, to ask upstream for more."""
+
+    async def __call__(self, *, gtin: str, product: str, available: int, low_water: int) -> None:
+        """Ask for more serials of gtin; must not raise for a failed request (log it instead)."""
+
+
+async def log_low_water(*, gtin: str, product: str, available: int, low_water: int) -> None:
+    """Raise the low-water alarm in the log, where the HMI and monitoring pick it up (the default hook)."""
+    _LOG.warning("serial pool low", gtin=gtin, product=product, available=available, low_water=low_water)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """A low-water hook that runs a site command (argv) with LINESIDE_GTIN, _PRODUCT, _AVAILABLE, _LOW_WATER set."""
+
+    argv: Sequence[str]
+    timeout_s: float = REQUEST_COMMAND_TIMEOUT_S
+
+    async def __call__(self, *, gtin: str, product: str, available: int, low_water: int) -> None:
+        """Run the command once; log its failure or timeout, never raise it."""
+        await log_low_water(gtin=gtin, product=product, available=available, low_water=low_water)
+        env = {
+            **os.environ,
+            "LINESIDE_GTIN": gtin,
+            "LINESIDE_PRODUCT": product,
+            "LINESIDE_AVAILABLE": str(available),
+            "LINESIDE_LOW_WATER": str(low_water),
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as err:
+            _LOG.error("serial request command cannot start", argv=list(self.argv), error=str(err))
+            return
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            _LOG.error("serial request command timed out", argv=list(self.argv), timeout_s=self.timeout_s)
+            return
+        if proc.returncode != 0:
+            _LOG.error("serial request command failed", argv=list(self.argv), status=proc.returncode,
+                       output=output.decode(errors="replace")[-2000:])
+
+
+def allocation_plan(product: Product, market: MarketPack, quantity: int) -> AllocationPlan:
+    """Return how a batch of quantity units of product for market gets its serials (with its overage)."""
+    count = with_overage(quantity, product.serials.overage_percent)
+    if market.serial_source != "local":
+        return AllocationPlan(count, _ORIGIN_OF_SOURCE[market.serial_source])
+    length = product.serials.generated_length
+    if product.serials.mode == "sequential":
+        space = 10**length
+        return AllocationPlan(
+            count, Origin.SEQUENTIAL, sequential_width=length,
+            guard=partial(_check_space, market, space),
+        )
+    source = RandomSerials(product.serials.characters, length)
+    return AllocationPlan(count, Origin.RANDOM, source=source, guard=partial(_check_space, market, source.space))
+
+
+def _check_space(market: MarketPack, space: int, issued: int) -> None:
+    check_randomisation(market, issued, space=space)
+
+
+def returns_to_pool(batch: BatchRow) -> bool:
+    """Tell whether the batch's unused serials go back to the pool (they came from upstream) or are only reported."""
+    return batch.serial_source != "local"
+
+
+class BatchService:
+    """Work orders, batch life cycle and serial imports for one line, over its serial ledger."""
+
+    def __init__(
+        self,
+        ledger: SerialLedger,
+        catalog: Catalog,
+        *,
+        low_water: LowWaterHook = log_low_water,
+        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+    ) -> None:
+        self.ledger = ledger
+        self.catalog = catalog
+        self._low_water = low_water
+        self._today = today
+
+    # -- work orders ----------------------------------------------------------------------------
+
+    def parse_work_order(self, text: str, source: str) -> WorkOrder:
+        """Read a work order (YAML or JSON) against the catalog and this line; ConfigError lists its problems."""
+        return load_work_order_text(
+            text, source, products=self.catalog.products, markets=self.catalog.markets,
+            line_id=self.ledger.line_id, today=self._today(),
+        )
+
+    async def create(self, order: WorkOrder, *, operator: str | None = None) -> BatchRow:
+        """Create the batch of a checked work order, with a snapshot of its product; return it."""
+        product = self.catalog.products[order.product]
+        market = self.catalog.markets[order.market_for(product)]
+        new = NewBatch(
+            line_id=self.ledger.line_id,
+            work_order=order.work_order,
+            product_id=product.id,
+            gtin=product.gtin,
+            lot=order.lot,
+            expiry=order.expiry_yymmdd,
+            quantity=order.quantity,
+            market=market.id,
+            serial_source=market.serial_source,
+            product=product.snapshot(),
+            order=order.model_dump(mode="json"),
+        )
+        batch_id = await self.ledger.create_batch(new, operator=operator)
+        _LOG.info("batch created", batch=batch_id, work_order=order.work_order, product=product.id, lot=order.lot,
+                  quantity=order.quantity, market=market.id, operator=operator)
+        return await self.ledger.batch(batch_id)
+
+    async def import_work_order(self, text: str, source: str, *, operator: str | None = None) -> BatchRow:
+        """Parse a work order and create its batch; ConfigError or BatchError say what is wrong."""
+        return await self.create(self.parse_work_order(text, source), operator=operator)
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def release(self, ref: int | str, *, operator: str | None = None) -> BatchRow:
+        """Allocate the batch's serials by its market's rules and mark it released; return it."""
+        batch = await self.ledger.batch(ref)
+        product = await self._product_of(batch)
+        market = self._market(batch)
+        plan = allocation_plan(product, market, batch.quantity)
+        await self.ledger.release(batch.id, plan, operator=operator)
+        _LOG.info("batch released", batch=batch.id, serials=plan.count, origin=plan.origin.name.lower(),
+                  operator=operator)
+        if plan.origin in (Origin.UPSTREAM, Origin.EXTERNAL_CODE):
+            await self.check_low_water(product)
+        return await self.ledger.batch(batch.id)
+
+    async def start(self, ref: int | str, *, operator: str | None = None) -> BatchRow:
+        """Start a released batch (refused while another batch holds the line), or resume a paused one."""
+        batch = await self.ledger.batch(ref)
+        reason = "resumed" if batch.state is BatchState.PAUSED else "started"
+        await self.ledger.set_state(batch.id, BatchState.RUNNING, reason=reason, operator=operator)
+        return await self.ledger.batch(batch.id)
+
+    async def pause(self, ref: int | str, *, operator: str | None = None) -> BatchRow:
+        """Pause a running batch."""
+        batch = await self.ledger.batch(ref)
+        await self.ledger.set_state(batch.id, BatchState.PAUSED, reason="paused", operator=operator)
+        return await self.ledger.batch(batch.id)
+
+    async def complete(self, ref: int | str, *, operator: str | None = None) -> dict[str, Any]:
+        """Stop the batch drawing serials; return its reconciliation (serials in flight are now in doubt)."""
+        batch = await self.ledger.batch(ref)
+        in_doubt = await self.ledger.complete(batch.id, operator=operator)
+        if in_doubt:
+            _LOG.warning("serials in doubt at batch completion", batch=batch.id, in_doubt=in_doubt)
+        return await self.ledger.reconciliation(batch.id)
+
+    async def close(self, ref: int | str, *, operator: str | None = None) -> dict[str, Any]:
+        """Reconcile and close the batch; return the frozen report (ReconciliationError when it does not balance)."""
+        batch = await self.ledger.batch(ref)
+        report = await self.ledger.close(batch.id, operator=operator, return_to_pool=returns_to_pool(batch))
+        _LOG.info("batch closed", batch=batch.id, equation=report["equation"], operator=operator)
+        return report
+
+    async def cancel(self, ref: int | str, *, reason: str, operator: str | None = None) -> BatchRow:
+        """Cancel a batch that never ran; its serials are returned."""
+        batch = await self.ledger.batch(ref)
+        await self.ledger.cancel(batch.id, reason=reason, operator=operator, return_to_pool=returns_to_pool(batch))
+        return await self.ledger.batch(batch.id)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def status(self, ref: int | str) -> dict[str, Any]:
+        """Return the batch with its counts by state and its reconciliation as it stands."""
+        batch = await self.ledger.batch(ref)
+        return await self.ledger.reconciliation(batch.id)
+
+    async def summaries(self) -> list[dict[str, Any]]:
+        """Return every batch of the line with its counts by state, newest first."""
+        return [
+            {**batch.as_dict(), "counts": await self.ledger.counts(batch.id)} for batch in await self.ledger.batches()
+        ]
+
+    # -- the pool -------------------------------------------------------------------------------
+
+    async def import_serials(
+        self,
+        data: bytes | str,
+        source: str,
+        *,
+        product: str | None = None,
+        gtin: str | None = None,
+        kind: Kind = "auto",
+        operator: str | None = None,
+    ) -> dict[str, Any]:
+        """Import serials or complete codes from upstream for a product's GTIN; return what was added."""
+        chosen = self._product_for_import(product, gtin)
+        market = self.catalog.markets[chosen.market]
+        parsed = parse_serial_import(
+            data, source, market=market, serial_format=chosen.serials, kind=kind,
+            gtin=gtin or chosen.gtin,
+        )
+        if parsed.gtin != chosen.gtin:
+            raise SerialImportError(
+                f"{source}: the serials are for GTIN {parsed.gtin}, but product {chosen.id} is {chosen.gtin}"
+            )
+        if parsed.sequential and market.randomisation.rule == "random":
+            raise SerialImportError(
+                f"{source}: ranges give sequential serials, and {market.id} requires random ones; send a list"
+            )
+        count = await self.ledger.import_pool(
+            gtin=parsed.gtin,
+            serials=parsed.serials,
+            codes=[(code.serial, code.code) for code in parsed.codes],
+            source=source,
+            request_token=parsed.request_token,
+            operator=operator,
+        )
+        available = await self.ledger.pool_available(parsed.gtin)
+        _LOG.info("serials imported", gtin=parsed.gtin, count=count, source=source, operator=operator, **available)
+        return {"gtin": parsed.gtin, "product": chosen.id, "imported": count, "available": available}
+
+    async def check_low_water(self, product: Product) -> bool:
+        """Call the low-water hook when the product's pool is below its mark; tell whether it was."""
+        mark = product.serials.low_water
+        if mark is None:
+            return False
+        available = sum((await self.ledger.pool_available(product.gtin)).values())
+        if available >= mark:
+            return False
+        await self._low_water(gtin=product.gtin, product=product.id, available=available, low_water=mark)
+        return True
+
+    def _product_for_import(self, product: str | None, gtin: str | None) -> Product:
+        products = self.catalog.products
+        if product is not None:
+            if product not in products:
+                raise SerialImportError(f'unknown product "{product}"; known: {", ".join(sorted(products)) or "none"}')
+            return products[product]
+        if gtin is not None:
+            for candidate in products.values():
+                if candidate.gtin == gtin or candidate.gtin == gtin.zfill(14):
+                    return candidate
+            raise SerialImportError(f"no product of this line has GTIN {gtin}")
+        raise SerialImportError("say which product (or GTIN) the serials are for")
+
+    async def _product_of(self, batch: BatchRow) -> Product:
+        """Return the product as it was when the batch was created (its snapshot), not as the YAML is now."""
+
+        def read(conn: sqlite3.Connection) -> str:
+            return str(conn.execute("SELECT product_json FROM batch WHERE id = ?", (batch.id,)).fetchone()[0])
+
+        snapshot = json.loads(await self.ledger.store.read(read))
+        try:
+            return Product.model_validate(snapshot)
+        except ValueError as err:
+            raise BatchError(f"{batch.name}: its product snapshot no longer reads as a product: {err}") from err
+
+    def _market(self, batch: BatchRow) -> MarketPack:
+        market = self.catalog.markets.get(batch.market)
+        if market is None:
+            known = ", ".join(sorted(self.catalog.markets)) or "none"
+            raise BatchError(
+                f"{batch.name} is for market {batch.market}, which is not in the catalog (known: {known}); "
+                "restore its market pack"
+            )
+        return market
+
