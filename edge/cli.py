@@ -82,8 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     gs1_build.set_defaults(handler=_cmd_gs1_build)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1"], help="store: durable changes/s; gs1: parse+validate/s")
-    bench.add_argument("--changes", type=int, default=100_000, help="state changes to make (store)")
+    bench.add_argument("name", choices=["store", "gs1"],
+                       help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s")
+    bench.add_argument("--transitions", type=_positive, default=300_000,
+                       help="serial transitions per pass (store; default 300,000)")
+    bench.add_argument("--serials", type=_positive, default=1_000_000,
+                       help="serials in the big batch, allocated and closed in a child process (store)")
+    bench.add_argument("--skip-million", action="store_true", help="skip the big batch (store)")
     bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_cmd_bench)
@@ -169,17 +174,60 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         import tempfile  # noqa: PLC0415 - only this benchmark needs it
 
-        from edge.store.bench import bench_store  # noqa: PLC0415 - keeps `lineside --help` fast
+        from edge.serials.bench import bench_serials  # noqa: PLC0415 - keeps `lineside --help` fast
 
         with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
-            result = asyncio.run(bench_store(Path(tmp), changes=args.changes, batch_concurrency=1024))
+            result = asyncio.run(bench_serials(Path(tmp), transitions=args.transitions,
+                                               million_serials=None if args.skip_million else args.serials))
     if args.json:
         print(json.dumps(result, indent=2))
+    elif args.name == "store":
+        _print_store_bench(result)
     else:
         head, base = result["headline"], result["baseline"]
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
         print(f"baseline, {base['name']}: {base['value']:,.0f} {base['unit']}")
     return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text}")
+    return value
+
+
+def _print_store_bench(result: dict[str, Any]) -> None:
+    """Print the store benchmark one line per measured item, ours beside the baseline."""
+    head, base, details = result["headline"], result["baseline"], result["details"]
+    single, grouped, disk = details["single"], details["grouped"], details["on_disk"]
+    rows: list[tuple[str, str, str]] = [
+        ("transitions/s, line pattern, group commit", f"{head['value']:,}", f"target {head['target']:,}"),
+        ("transitions/s, single-serial moves", f"{single['transitions_per_s']:,}",
+         f"{single['mean_transitions_per_commit']:,.0f} per commit"),
+        ("transitions/s, grouped moves", f"{grouped['transitions_per_s']:,}",
+         f"{grouped['mean_transitions_per_commit']:,.0f} per commit"),
+        ("transitions/s, baseline: one commit per transition", f"{base['value']:,}",
+         f"line pattern is {head['value'] / base['value']:.1f}x"),
+        ("history rows on disk", f"{disk['history_rows']:,}", f"{disk['expected_history_rows']:,} expected"),
+    ]
+    generic = details.get("generic_store")
+    if generic is not None:
+        rows.append(("changes/s, generic store (one-row UPDATE)", f"{generic['changes_per_s']:,}", ""))
+    big = details.get("million_batch")
+    if big is not None:
+        name = f"{big['serials']:,}-serial batch"
+        rows += [
+            (f"{name}: allocate, s", f"{big['allocate_s']:.1f}", "create and release"),
+            (f"{name}: settle, s", f"{big['settle_s']:.1f}", f"{big['settle_transitions_per_s']:,} transitions/s"),
+            (f"{name}: complete and close, s", f"{big['complete_s'] + big['close_s']:.2f}",
+             "balanced" if big["balanced"] else "NOT BALANCED"),
+            (f"{name}: peak memory, MB", f"{big['peak_rss_mb']:.0f}", f"target under {big['target_peak_rss_mb']}"),
+            (f"{name}: database, MB", f"{big['db_mb']:.0f}", ""),
+        ]
+    width = max(len(label) for label, _, _ in rows)
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:>10}  {note}".rstrip())
 
 
 def _cmd_gs1_parse(args: argparse.Namespace) -> int:

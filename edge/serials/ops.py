@@ -519,6 +519,8 @@ def _generate(
     for _ in range(MAX_COLLISION_ROUNDS):
         before = conn.total_changes
         gtin, state, origin = batch.gtin, int(S.ALLOCATED), int(plan.origin)
+        # Not sorted, though sorted inserts would be faster: row ids set the print order, and consecutive
+        # packs must not carry ascending serials.
         conn.executemany(insert, ((gtin, serial, state, batch.id, origin) for serial in source.take(missing)))
         missing -= conn.total_changes - before
         if missing == 0:
@@ -530,7 +532,8 @@ def _generate(
         )
     conn.execute(
         "INSERT INTO serial_history (serial_id, transition_id, from_state)"
-        " SELECT id, ?, ? FROM serial WHERE batch_id = ? AND id >= ?",
+        # "+batch_id" keeps SQLite on the rowid range of this chunk instead of the batch's whole index.
+        " SELECT id, ?, ? FROM serial WHERE +batch_id = ? AND id >= ?",
         (transition_id, int(S.AVAILABLE), batch.id, first_id),
     )
 

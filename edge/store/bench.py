@@ -1,4 +1,7 @@
-"""Benchmark: durable state changes per second through the store, against one commit per change."""
+"""Generic store benchmark: one-row durable changes/s through the Store, against one commit per change.
+
+Reported in the details of `lineside bench store` (edge.serials.bench), whose headline is serial transitions.
+"""
 
 from __future__ import annotations
 
