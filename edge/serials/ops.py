@@ -558,7 +558,8 @@ def _draw_from_pool(
         kind = "complete codes" if plan.origin is Origin.EXTERNAL_CODE else "serials"
         raise PoolExhaustedError(
             f"{batch.name} needs {plan.count:,} {kind} for GTIN {batch.gtin} but the pool holds "
-            f"{have + len(ids):,} (allocated and available): import {wanted - len(ids):,} more, then release again"
+            f"{have + len(ids):,} (allocated and available): import {plan.count - have - len(ids):,} more, "
+            "then release again"
         )
     conn.execute(
         "UPDATE serial SET batch_id = ? WHERE id IN (SELECT value FROM json_each(?))", (batch.id, json.dumps(ids))
@@ -634,7 +635,8 @@ def reconciliation(conn: sqlite3.Connection, batch_id: int) -> dict[str, Any]:
     batch = get_batch(conn, batch_id)
     by_state = counts(conn, batch_id)
     allocated = allocated_total(conn, batch_id)
-    pooled = returned_to_pool(conn, batch_id) if batch.state is BatchState.CLOSED else 0
+    settled_batch = batch.state in (BatchState.CLOSED, BatchState.CANCELLED)
+    pooled = returned_to_pool(conn, batch_id) if settled_batch else 0
     decommissioned = {name: by_state[name] for name in ("rejected", "destroyed", "sampled")}
     returned = by_state["returned"] + pooled
     settled = by_state["commissioned"] + sum(decommissioned.values()) + returned
