@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from edge import __version__
+from edge import __version__, batch_cli
 from edge.errors import ConfigError, EdgeError
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     gs1_build.add_argument("--ai", action="append", required=True, metavar="AI=VALUE", help="one element, in order")
     gs1_build.add_argument("--json", action="store_true", help="print JSON")
     gs1_build.set_defaults(handler=_cmd_gs1_build)
+
+    batch_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
     bench.add_argument("name", choices=["store", "gs1"],

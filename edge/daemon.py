@@ -11,6 +11,7 @@ import structlog
 
 from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext
 from edge import __version__
+from edge.api import ApiServer, make_app
 from edge.log import device_logger
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
@@ -65,6 +66,12 @@ class Daemon:
         """Work orders, batches and the serial pool while the daemon runs."""
         self.in_doubt_at_start = 0
         """Serials found in flight at start and marked in doubt (DESIGN invariant 4); the HMI shows them."""
+        self._api: ApiServer | None = None
+
+    @property
+    def api_port(self) -> int | None:
+        """The port the HTTP API listens on (config api.port 0 picks a free one); None while it does not listen."""
+        return None if self._api is None else self._api.port
 
     def request_shutdown(self) -> None:
         """Begin an orderly shutdown (safe to call from a signal handler, repeatedly)."""
@@ -106,11 +113,14 @@ class Daemon:
                     )
                 ledger = SerialLedger(store, line_id=cfg.line.id)
                 serials = root.create_task(ledger.run(), name="serial-ledger")
-                self.batches = BatchService(ledger, catalog)
+                batches = self.batches = BatchService(ledger, catalog)
                 await self._recover(ledger, unclean=previous is not None)
                 work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
                 work.append(root.create_task(self._consume_events(), name="device-events"))
                 work.extend(root.create_task(service(), name="service") for service in self._services)
+                api = self._api = ApiServer(make_app(batches), cfg.api.host, cfg.api.port, sleep=self._sleep)
+                work.append(root.create_task(api.run(), name="http-api"))
+                await api.attempted.wait()  # listening (or retrying, logged) before the line reports ready
                 heartbeat = root.create_task(self._heartbeat(store), name="sd-heartbeat")
                 self._notifier.ready(self._status_line())
                 _LOG.info(

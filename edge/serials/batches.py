@@ -250,9 +250,10 @@ class BatchService:
         """Import serials or complete codes from upstream for a product's GTIN; return what was added."""
         chosen = self._product_for_import(product, gtin)
         market = self.catalog.markets[chosen.market]
-        parsed = parse_serial_import(
-            data, source, market=market, serial_format=chosen.serials, kind=kind,
-            gtin=gtin or chosen.gtin,
+        # Checking millions of serials takes seconds of CPU: not on the event loop the line runs on.
+        parsed = await asyncio.to_thread(
+            partial(parse_serial_import, data, source, market=market, serial_format=chosen.serials, kind=kind,
+                    gtin=gtin or chosen.gtin)
         )
         if parsed.gtin != chosen.gtin:
             raise SerialImportError(

@@ -1,0 +1,8 @@
+"""The local HTTP API: batches, work orders and the serial pool as JSON under /api/v1 (aiohttp)."""
+
+from __future__ import annotations
+
+from edge.api.app import API_PREFIX, MAX_BODY_BYTES, make_app
+from edge.api.server import ApiServer
+
+__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "ApiServer", "make_app"]

@@ -1,0 +1,53 @@
+"""How expected errors reach API clients and the command line: one HTTP status and JSON body per kind of error.
+
+Kept free of aiohttp so the offline command line shares it without loading the web stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.errors import (
+    BatchError,
+    BatchNotFoundError,
+    ConfigError,
+    SerialError,
+    SerialImportError,
+    StoreError,
+)
+from edge.markets.rules import MarketRuleError
+
+BAD_REQUEST = 400
+NOT_FOUND = 404
+CONFLICT = 409
+UNAVAILABLE = 503
+
+
+def http_status(err: BaseException) -> int | None:
+    """Return the HTTP status of an expected error, or None when the error is not one we raise on purpose.
+
+    400 bad input, 404 no such batch, 409 refused by the domain (illegal move, does not balance, pool
+    exhausted, randomisation), 503 the store failed.
+    """
+    if isinstance(err, BatchNotFoundError):
+        return NOT_FOUND
+    if isinstance(err, ConfigError | SerialImportError):
+        return BAD_REQUEST
+    if isinstance(err, StoreError):
+        return UNAVAILABLE
+    if isinstance(err, BatchError | SerialError | MarketRuleError):
+        return CONFLICT
+    return None
+
+
+def error_body(err: BaseException) -> dict[str, Any]:
+    """Return {"error": message, "issues": ["FILE:LINE:COL: message", ...]} for an expected error."""
+    if isinstance(err, ConfigError):
+        issues = [str(issue) for issue in err.issues]
+        more = f" (and {len(issues) - 1} more, see issues)" if len(issues) > 1 else ""
+        return {"error": f"{issues[0]}{more}" if issues else "invalid input", "issues": issues}
+    lines = str(err).splitlines() or [type(err).__name__]
+    if isinstance(err, SerialImportError):
+        more = f" (and {len(lines) - 1} more, see issues)" if len(lines) > 1 else ""
+        return {"error": f"{lines[0]}{more}", "issues": lines}
+    return {"error": "\n".join(lines), "issues": []}
