@@ -218,10 +218,15 @@ def _current(conn: sqlite3.Connection, ids: set[int]) -> dict[int, tuple[int, in
     return found
 
 
-def _check(move: Move, states: dict[int, tuple[int, int | None]]) -> SerialError | None:  # noqa: PLR0912 - one branch per refusal
+def _check(move: Move, states: dict[int, tuple[int, int | None]]) -> SerialError | None:  # noqa: PLR0911, PLR0912 - one branch per refusal
     """Return the error refusing move given the current states, or None when every serial may move."""
     if not move.reason:
         return SerialError("a move needs a reason")
+    if move.to in _POOL_STATES:
+        return IllegalTransitionError(
+            f"serials are not moved to {move.to.label} one by one: they are allocated when a batch is released "
+            "and go back to the pool when it closes or is cancelled"
+        )
     legal = _LEGAL_FROM[move.to]
     if len(move.ids) == 1:  # the hot path: one acknowledgement or one verdict
         current = states.get(move.ids[0])
@@ -262,6 +267,9 @@ def _check(move: Move, states: dict[int, tuple[int, int | None]]) -> SerialError
         f"{'; '.join(problems)}{more}; nothing was moved"
     )
 
+
+_POOL_STATES = frozenset({S.AVAILABLE, S.ALLOCATED})
+"""Targets only release, close and cancel move serials to, keeping serial and batch in step."""
 
 _LEGAL_FROM = {
     to: frozenset(int(src) for src, targets in SERIAL_TRANSITIONS.items() if to in targets) for to in SerialState
@@ -549,7 +557,8 @@ def _draw_from_pool(
     ids = [
         row[0]
         for row in conn.execute(
-            "SELECT id FROM serial WHERE gtin = ? AND state = 0 AND origin = ? ORDER BY id LIMIT ?",
+            "SELECT id FROM serial WHERE gtin = ? AND state = 0 AND origin = ? AND batch_id IS NULL"
+            " ORDER BY id LIMIT ?",
             (batch.gtin, int(plan.origin), wanted),
         )
     ]
@@ -575,6 +584,8 @@ def next_to_print(
 
     The move is durable before the caller hands any of them to the printer (DESIGN invariant 4).
     """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
     batch = get_batch(conn, batch_id)
     if batch.state is not BatchState.RUNNING:
         raise BatchError(f"{batch.name} is {batch.state.value}; serials go to printers only while it runs")

@@ -164,3 +164,15 @@ async def test_a_failing_request_command_is_logged_not_raised(tmp_path, products
     await missing(gtin=RU_GTIN, product="amoxicillin-250-ru", available=1, low_water=10)
     slow = CommandRequest([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.05)
     await asyncio.wait_for(slow(gtin=RU_GTIN, product="x", available=1, low_water=10), 10)
+
+
+async def test_a_printer_asks_for_at_least_one_serial(tmp_path, products):
+    store, batches = await service(tmp_path, products)
+    async with store:
+        batch = await batches.import_work_order(order("WO-1", "aspirin-500-eu", 10), "wo.yaml")
+        await batches.release(batch.id)
+        await batches.start(batch.id)
+        for count in (0, -1):
+            with pytest.raises(ValueError, match="count must be at least 1"):
+                await batches.ledger.next_to_print(batch.id, count, device="printer-1")
+        assert (await batches.ledger.counts(batch.id))["sent"] == 0

@@ -368,8 +368,20 @@ class LedgerMachine(RuleBasedStateMachine):
         to = data.draw(st.sampled_from([t for t in SerialState if t not in SERIAL_TRANSITIONS[state]]))
         with pytest.raises(IllegalTransitionError) as caught:
             self.run(self.ledger.move([serial], to, reason="wrong"))
-        assert f"to {to.label}" in str(caught.value)
-        assert f"serial #{serial} is {state.label}" in str(caught.value)
+        if to in (SerialState.AVAILABLE, SerialState.ALLOCATED):
+            # Only release, close and cancel put serials there, keeping serial and batch in step.
+            assert f"serials are not moved to {to.label} one by one" in str(caught.value)
+        else:
+            assert f"to {to.label}" in str(caught.value)
+            assert f"serial #{serial} is {state.label}" in str(caught.value)
+
+    @rule(data=st.data())
+    @precondition(lambda self: bool(self.serials))
+    def pool_move_refused_even_where_the_table_allows_it(self, data):
+        serial = data.draw(st.sampled_from(sorted(self.serials)))
+        to = data.draw(st.sampled_from([SerialState.AVAILABLE, SerialState.ALLOCATED]))
+        with pytest.raises(IllegalTransitionError, match=f"serials are not moved to {to.label} one by one"):
+            self.run(self.ledger.move([serial], to, reason="by hand"))
 
     @rule(data=st.data(), to=st.sampled_from(LINE_TARGETS))
     @precondition(lambda self: len(self.serials) >= 2)
