@@ -15,7 +15,7 @@ from edge.api import ApiServer, make_app
 from edge.log import device_logger
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
-from edge.serials.batches import BatchService
+from edge.serials.batches import BatchService, CommandRequest, log_low_water
 from edge.serials.ledger import SerialLedger
 from edge.store import Store
 from edge.supervisor import DeviceSupervisor, LinkState, Sleep, default_backoff
@@ -113,7 +113,13 @@ class Daemon:
                     )
                 ledger = SerialLedger(store, line_id=cfg.line.id)
                 serials = root.create_task(ledger.run(), name="serial-ledger")
-                batches = self.batches = BatchService(ledger, catalog)
+                pool = cfg.serial_pool
+                low_water = (
+                    CommandRequest(pool.request_command, pool.request_timeout_s)
+                    if pool.request_command
+                    else log_low_water
+                )
+                batches = self.batches = BatchService(ledger, catalog, low_water=low_water)
                 await self._recover(ledger, unclean=previous is not None)
                 work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
                 work.append(root.create_task(self._consume_events(), name="device-events"))

@@ -323,6 +323,17 @@ class DaemonConfig(Section):
     """Seconds a graceful shutdown waits for work in flight before stopping anyway."""
 
 
+class SerialPoolConfig(Section):
+    """What the line does when a pool fed from upstream runs low."""
+
+    request_command: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    """Program and arguments run when a product's pool falls below its low_water mark, with LINESIDE_GTIN,
+    LINESIDE_PRODUCT, LINESIDE_AVAILABLE and LINESIDE_LOW_WATER set; it should place a request for more serials
+    (the answer comes back as an import). Empty: only the alarm is logged."""
+    request_timeout_s: Seconds = 30.0
+    """Seconds the command may take before it is killed and the failure logged."""
+
+
 class LineConfig(Section):
     """One packaging line: its devices and the services the line controller runs for it."""
 
@@ -342,6 +353,8 @@ class LineConfig(Section):
     """How the line controller process behaves as a service."""
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     """Where the products and market rule packs are."""
+    serial_pool: SerialPoolConfig = Field(default_factory=SerialPoolConfig)
+    """What to do when a pool of serials from upstream runs low."""
 
     _source: Path | None = PrivateAttr(None)
 

@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from edge.config import load_config_text
 from edge.daemon import Daemon
+from edge.serials.batches import CommandRequest
 from edge.systemd import Notifier
 from simulators.scanner_wedge import WedgeScannerSim
 
@@ -18,7 +19,7 @@ CODE = b"0109506000134352" + b"17281231" + b"10LOT7" + GS + b"21SER0001"
 HANG_GUARD_S = 10.0
 
 
-def _config(tmp_path, url):
+def _config(tmp_path, url, extra=""):
     text = (
         "line: {id: L1, name: Test line}\n"
         "devices:\n"
@@ -27,6 +28,7 @@ def _config(tmp_path, url):
         f"    url: {url}\n"
         "    reconnect: {initial_s: 0.01, max_s: 0.05}\n"
         f"storage: {{state_dir: {tmp_path / 'state'}}}\n"
+        "api: {port: 0}\n" + extra
     )
     return load_config_text(text, str(tmp_path / "line.yaml"))
 
@@ -85,6 +87,18 @@ async def test_an_unreachable_device_does_not_hold_up_the_line(tmp_path):
     async with asyncio.timeout(HANG_GUARD_S):
         await daemon.ready.wait()
     await _until(lambda: daemon.supervisors[0].status.failures >= 2)
+    daemon.request_shutdown()
+    assert await asyncio.wait_for(task, HANG_GUARD_S) == 0
+
+
+async def test_a_configured_request_command_becomes_the_pool_low_water_hook(tmp_path):
+    extra = "serial_pool: {request_command: [/usr/local/bin/request-serials, --site, p2], request_timeout_s: 5}\n"
+    daemon = Daemon(_config(tmp_path, "socket://127.0.0.1:9", extra), notifier=Notifier(environ={}))
+    task = asyncio.create_task(daemon.run(handle_signals=False))
+    async with asyncio.timeout(HANG_GUARD_S):
+        await daemon.ready.wait()
+    assert daemon.batches is not None
+    assert daemon.batches._low_water == CommandRequest(("/usr/local/bin/request-serials", "--site", "p2"), 5.0)
     daemon.request_shutdown()
     assert await asyncio.wait_for(task, HANG_GUARD_S) == 0
 
