@@ -6,21 +6,16 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from edge.config.explain import issue_for, relation_issue
+from edge.config.document import in_file_order, mapping_document, validate_document
+from edge.config.explain import relation_issue
 from edge.config.models import LineConfig, RelationError
 from edge.errors import ConfigError, ConfigIssue
-from edge.yamlpos import Document, load_positioned
 
+if TYPE_CHECKING:
+    from edge.yamlpos import Document
 
-def _kind_of(value: object) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "an empty value"
-    return f"the value {json.dumps(value, ensure_ascii=False, default=str)}"
 
 
 def _duplicate_device_ids(doc: Document, filename: str) -> list[ConfigIssue]:
@@ -46,36 +41,24 @@ def _duplicate_device_ids(doc: Document, filename: str) -> list[ConfigIssue]:
     return issues
 
 
-def _in_file_order(issues: list[ConfigIssue]) -> ConfigError:
-    # The same clash can be found twice (in the raw data and by the model): report it once.
-    unique = list(dict.fromkeys(issues))
-    return ConfigError(sorted(unique, key=lambda issue: (issue.line, issue.column)))
-
 
 def load_config_text(text: str, filename: str, *, base_dir: Path | None = None) -> LineConfig:
     """Parse and validate configuration text; ConfigError lists every problem as FILE:LINE:COL: message.
 
     Relative paths in it are resolved against base_dir, by default the directory of filename.
     """
-    doc = load_positioned(text, filename)
-    if doc is None or doc.data is None:
-        raise ConfigError(
-            [ConfigIssue(filename, 1, 1, "the file is empty: a line configuration needs at least a line: section")]
-        )
-    if not isinstance(doc.data, dict):
-        at = doc.root.value
-        message = f"the top level must be a mapping of sections (line:, devices:, ...), not {_kind_of(doc.data)}"
-        raise ConfigError([ConfigIssue(filename, at.line, at.column, message)])
+    doc = mapping_document(
+        text,
+        filename,
+        empty="the file is empty: a line configuration needs at least a line: section",
+        top_level="the top level must be a mapping of sections (line:, devices:, ...)",
+    )
     issues = [*doc.issues, *_duplicate_device_ids(doc, filename)]
     source = Path(filename)
     context = {"base_dir": base_dir or source.absolute().parent, "source": source}
-    try:
-        config = LineConfig.model_validate(doc.data, context=context)
-    except ValidationError as exc:
-        issues.extend(issue_for(error, doc, filename) for error in exc.errors(include_url=False))
-        raise _in_file_order(issues) from exc
+    config = validate_document(LineConfig, doc, filename, issues, context=context)
     if issues:
-        raise _in_file_order(issues)
+        raise in_file_order(issues)
     return config
 
 

@@ -4,45 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from edge.config.explain import issue_for, relation_issue
+from edge.config.document import in_file_order, mapping_document, validate_document
+from edge.config.explain import relation_issue
 from edge.config.load import read_config_text
 from edge.errors import ConfigError, ConfigIssue
 from edge.gs1.ai import ai_spec
 from edge.markets.checks import AiLookup, pack_problems
 from edge.markets.models import MarketPack
-from edge.yamlpos import load_positioned
 
 PACK_SUFFIX = ".yaml"
 
 
-def _ordered(issues: list[ConfigIssue]) -> ConfigError:
-    # The same problem can be found twice (duplicate key, then by the model): report it once, in file order.
-    return ConfigError(sorted(dict.fromkeys(issues), key=lambda issue: (issue.line, issue.column)))
-
-
 def load_market_text(text: str, filename: str, *, ai_lookup: AiLookup = ai_spec) -> MarketPack:
     """Parse and check one market pack; its id must be the stem of filename; ConfigError lists every problem."""
-    doc = load_positioned(text, filename)
-    if doc is None or doc.data is None:
-        message = "the file is empty: a market pack needs id:, name:, code:, serial: and the other sections"
-        raise ConfigError([ConfigIssue(filename, 1, 1, message)])
-    if not isinstance(doc.data, dict):
-        at = doc.root.value
-        message = "the top level must be a mapping of keys (id:, name:, code:, ...), not a list or a single value"
-        raise ConfigError([ConfigIssue(filename, at.line, at.column, message)])
+    doc = mapping_document(
+        text,
+        filename,
+        empty="the file is empty: a market pack needs id:, name:, code:, serial: and the other sections",
+        top_level="the top level must be a mapping of keys (id:, name:, code:, ...)",
+    )
     issues = list(doc.issues)
-    try:
-        pack = MarketPack.model_validate(doc.data)
-    except ValidationError as exc:
-        issues += [issue_for(error, doc, filename, root=MarketPack) for error in exc.errors(include_url=False)]
-        raise _ordered(issues) from exc
+    pack = validate_document(MarketPack, doc, filename, issues)
     expected_id = Path(filename).name.removesuffix(PACK_SUFFIX)
     problems = pack_problems(pack, ai_lookup, expected_id=expected_id)
     issues += [relation_issue(problem, (), doc, filename) for problem in problems]
     if issues:
-        raise _ordered(issues)
+        raise in_file_order(issues)
     return pack
 
 

@@ -6,15 +6,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from edge.config.explain import issue_for, relation_issue
+from edge.config.document import in_file_order, mapping_document, validate_document
+from edge.config.explain import relation_issue
 from edge.config.load import read_config_text
 from edge.errors import ConfigError, ConfigIssue
 from edge.markets.load import load_markets
 from edge.products.checks import KeyRelationError, product_problems
 from edge.products.models import Product
-from edge.yamlpos import load_positioned
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,11 +22,6 @@ if TYPE_CHECKING:
     from edge.yamlpos import Document
 
 PRODUCT_SUFFIX = ".yaml"
-
-
-def _ordered(issues: list[ConfigIssue]) -> ConfigError:
-    # The same problem can be found twice (duplicate key, then by the model): report it once, in file order.
-    return ConfigError(sorted(dict.fromkeys(issues), key=lambda issue: (issue.line, issue.column)))
 
 
 def _placed(problem: RelationError, doc: Document, filename: str) -> ConfigIssue:
@@ -42,25 +35,19 @@ def _placed(problem: RelationError, doc: Document, filename: str) -> ConfigIssue
 
 def load_product_text(text: str, filename: str, markets: Mapping[str, MarketPack]) -> Product:
     """Parse and check one product against markets; its id must be the stem of filename; ConfigError lists all."""
-    doc = load_positioned(text, filename)
-    if doc is None or doc.data is None:
-        message = "the file is empty: a product needs id:, name:, gtin:, market:, serials:, templates: and more"
-        raise ConfigError([ConfigIssue(filename, 1, 1, message)])
-    if not isinstance(doc.data, dict):
-        at = doc.root.value
-        message = "the top level must be a mapping of keys (id:, name:, gtin:, ...), not a list or a single value"
-        raise ConfigError([ConfigIssue(filename, at.line, at.column, message)])
+    doc = mapping_document(
+        text,
+        filename,
+        empty="the file is empty: a product needs id:, name:, gtin:, market:, serials:, templates: and more",
+        top_level="the top level must be a mapping of keys (id:, name:, gtin:, ...)",
+    )
     issues = list(doc.issues)
-    try:
-        product = Product.model_validate(doc.data)
-    except ValidationError as exc:
-        issues += [issue_for(error, doc, filename, root=Product) for error in exc.errors(include_url=False)]
-        raise _ordered(issues) from exc
+    product = validate_document(Product, doc, filename, issues)
     expected_id = Path(filename).name.removesuffix(PRODUCT_SUFFIX)
     problems = product_problems(product, markets, expected_id=expected_id)
     issues += [_placed(problem, doc, filename) for problem in problems]
     if issues:
-        raise _ordered(issues)
+        raise in_file_order(issues)
     return product
 
 

@@ -13,16 +13,15 @@ from fractions import Fraction
 from math import ceil
 from typing import TYPE_CHECKING, Self
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge.config.explain import dotted, issue_for, relation_issue
+from edge.config.document import in_file_order, mapping_document, validate_document
+from edge.config.explain import dotted, relation_issue
 from edge.config.load import read_config_text
 from edge.config.models import ID_PATTERN as LINE_ID_PATTERN
 from edge.config.models import RelationError, Section
-from edge.errors import ConfigError, ConfigIssue
 from edge.markets.rules import RandomisationError, century_year, check_randomisation
 from edge.products.checks import ai_value_problems, market_problems, unknown_id
-from edge.yamlpos import load_positioned
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -202,11 +201,6 @@ def order_problems(
     return problems + _market_problems(order, product, markets)
 
 
-def _ordered(issues: list[ConfigIssue]) -> ConfigError:
-    # The same problem can be found twice (duplicate key, then by the model): report it once, in file order.
-    return ConfigError(sorted(dict.fromkeys(issues), key=lambda issue: (issue.line, issue.column)))
-
-
 def load_work_order_text(
     text: str,
     filename: str,
@@ -224,24 +218,18 @@ def load_work_order_text(
     if text.lstrip("\ufeff \r\n").startswith(("{", "[")):
         # JSON may indent with tabs, YAML may not; valid JSON has tabs only between tokens, one column each.
         text = text.replace("\t", " ")
-    doc = load_positioned(text, filename)
-    if doc is None or doc.data is None:
-        message = "the work order is empty: it needs work_order:, product:, lot:, expiry:, quantity: and line:"
-        raise ConfigError([ConfigIssue(filename, 1, 1, message)])
-    if not isinstance(doc.data, dict):
-        at = doc.root.value
-        message = "the work order must be a mapping of keys (work_order:, product:, ...), not a list or a single value"
-        raise ConfigError([ConfigIssue(filename, at.line, at.column, message)])
+    doc = mapping_document(
+        text,
+        filename,
+        empty="the work order is empty: it needs work_order:, product:, lot:, expiry:, quantity: and line:",
+        top_level="the work order must be a mapping of keys (work_order:, product:, ...)",
+    )
     issues = list(doc.issues)
-    try:
-        order = WorkOrder.model_validate(doc.data, context={"today": today})
-    except ValidationError as exc:
-        issues += [issue_for(error, doc, filename, root=WorkOrder) for error in exc.errors(include_url=False)]
-        raise _ordered(issues) from exc
+    order = validate_document(WorkOrder, doc, filename, issues, context={"today": today})
     problems = order_problems(order, products=products, markets=markets, line_id=line_id, today=today)
     issues += [relation_issue(problem, (), doc, filename) for problem in problems]
     if issues:
-        raise _ordered(issues)
+        raise in_file_order(issues)
     return order
 
 

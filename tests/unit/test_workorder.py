@@ -326,10 +326,7 @@ def test_a_repeated_json_key_is_refused(products, markets):
         ),
         (
             "[1]",
-            (
-                "wo.yaml:1:1: the work order must be a mapping of keys (work_order:, product:, ...), not a list or a"
-                " single value"
-            ),
+            "wo.yaml:1:1: the work order must be a mapping of keys (work_order:, product:, ...), not a list",
         ),
     ],
 )
