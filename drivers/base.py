@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ EventSink = Callable[[DeviceEvent], Awaitable[None]]
 """Where a driver hands its events; awaiting it applies back-pressure instead of dropping."""
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -74,6 +76,8 @@ class DriverContext:
     events: EventSink
     log: structlog.stdlib.BoundLogger
     clock: Clock = field(default=utc_now)
+    sleep: Sleep = field(default=asyncio.sleep)
+    """How the driver waits between polls; tests pass one that does not wait on the wall clock."""
     connect_timeout_s: float = 5.0
     response_timeout_s: float = 2.0
 

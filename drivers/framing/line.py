@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
+from drivers.framing.base import Garbage
+
 CR: Final = b"\r"
 LF: Final = b"\n"
 CRLF: Final = b"\r\n"
@@ -28,14 +30,6 @@ class Frame:
     """One complete payload, framing removed, bytes exactly as received."""
 
     payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Garbage:
-    """Bytes skipped to resynchronise (framing removed), and why."""
-
-    data: bytes
-    reason: str
 
 
 class Decoded(NamedTuple):
