@@ -84,14 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     batch_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1"],
-                       help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s")
+    bench.add_argument("name", choices=["store", "gs1", "print"],
+                       help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s; "
+                            "print: serials/s with per-serial evidence through each printer driver and simulator")
     bench.add_argument("--transitions", type=_positive, default=300_000,
                        help="serial transitions per pass (store; default 300,000)")
     bench.add_argument("--serials", type=_positive, default=1_000_000,
                        help="serials in the big batch, allocated and closed in a child process (store)")
     bench.add_argument("--skip-million", action="store_true", help="skip the big batch (store)")
     bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
+    bench.add_argument("--units", type=_positive, default=1000, help="serials printed per driver (print)")
+    bench.add_argument("--driver", action="append", help="only this printer driver, e.g. printer.zipher (print)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_cmd_bench)
     return parser
@@ -173,6 +176,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from edge.gs1.bench import bench_gs1  # noqa: PLC0415 - keeps `lineside --help` fast
 
         result = bench_gs1(strings=args.strings)
+    elif args.name == "print":
+        import tempfile  # noqa: PLC0415 - only the benchmarks need it
+
+        from edge.line.bench_print import DIALECTS, bench_print  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        drivers = tuple(args.driver or DIALECTS)
+        unknown = sorted(set(drivers) - set(DIALECTS))
+        if unknown:
+            print(f"lineside bench print: unknown printer driver {', '.join(unknown)}; known: {', '.join(DIALECTS)}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
+            result = asyncio.run(bench_print(Path(tmp), units=args.units, drivers=drivers))
     else:
         import tempfile  # noqa: PLC0415 - only this benchmark needs it
 
@@ -185,6 +201,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     elif args.name == "store":
         _print_store_bench(result)
+    elif args.name == "print":
+        _print_print_bench(result)
     else:
         head, base = result["headline"], result["baseline"]
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
@@ -197,6 +215,17 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text}")
     return value
+
+
+def _print_print_bench(result: dict[str, Any]) -> None:
+    """Print one line per printer driver: our rate beside the baseline's, and any problem found."""
+    head, base = result["headline"], result["baseline"]
+    print(f"{'driver':<20}{'serials/s':>12}{'baseline/s':>12}  problems")
+    for name, row in result["drivers"].items():
+        problems = "; ".join(row["problems"]) or "none"
+        print(f"{name:<20}{row['per_s']:>12,.1f}{row['baseline_per_s']:>12,.1f}  {problems}")
+    print(f"{head['metric']}: {head['value']:,.1f} {head['unit']} (target {head['target']:,.0f})")
+    print(f"baseline, {base['name']}: {base['value']:,.1f} {base['unit']}")
 
 
 def _print_store_bench(result: dict[str, Any]) -> None:

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext
+from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext, EventSink
+from drivers.printer.base import Printer, PrinterOptions, PrinterStatusChanged, PrintEvidence
 from edge import __version__
 from edge.api import ApiServer, make_app
+from edge.line.events import LineHoldRequest, LineResumable
+from edge.line.feeder import PrintFeeder
 from edge.log import device_logger
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
@@ -67,6 +70,8 @@ class Daemon:
         self.in_doubt_at_start = 0
         """Serials found in flight at start and marked in doubt (DESIGN invariant 4); the HMI shows them."""
         self._api: ApiServer | None = None
+        self.feeders: dict[str, PrintFeeder] = {}
+        """The print feeder of each printer, by device id."""
 
     @property
     def api_port(self) -> int | None:
@@ -99,7 +104,8 @@ class Daemon:
             catalog = await asyncio.to_thread(load_catalog, cfg.catalog)
         # Opening runs the integrity check and migrations: seconds on a large database, so not on the loop.
         store = self.store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
-        self.supervisors = [self._supervisor(dev) for dev in cfg.devices if dev.enabled]
+        ledger = SerialLedger(store, line_id=cfg.line.id)
+        self.supervisors = [self._supervisor(dev, ledger) for dev in cfg.devices if dev.enabled]
         clean = True
         try:
             async with asyncio.TaskGroup() as root:
@@ -111,7 +117,6 @@ class Daemon:
                         run=previous.id,
                         started_at=previous.started_at,
                     )
-                ledger = SerialLedger(store, line_id=cfg.line.id)
                 serials = root.create_task(ledger.run(), name="serial-ledger")
                 pool = cfg.serial_pool
                 low_water = (
@@ -178,13 +183,21 @@ class Daemon:
             return False
         return True
 
-    def _supervisor(self, dev: DeviceConfig) -> DeviceSupervisor:
+    def _supervisor(self, dev: DeviceConfig, ledger: SerialLedger) -> DeviceSupervisor:
         cls = driver_class(dev.driver)
         log = device_logger(dev.id)
+        feeder: PrintFeeder | None = None
+        events: EventSink = self._events.put
+        options = dev.parsed_options
+        if issubclass(cls, Printer) and isinstance(options, PrinterOptions):
+            feeder = self.feeders[dev.id] = PrintFeeder(
+                dev.id, ledger, fields=options.fields, job=options.job, notify=self._events.put, depth=options.depth
+            )
+            events = _fan_out(feeder.on_event, self._events.put)
         context = DriverContext(
             device_id=dev.id,
             transport=dev.transport,
-            events=self._events.put,
+            events=events,
             log=log,
             connect_timeout_s=dev.timeouts.connect_s,
             response_timeout_s=dev.timeouts.response_s,
@@ -200,6 +213,7 @@ class Daemon:
             connect_timeout_s=dev.timeouts.connect_s,
             log=log,
             sleep=self._sleep,
+            session=feeder,
         )
 
     async def _consume_events(self) -> None:
@@ -208,6 +222,16 @@ class Daemon:
             log = device_logger(event.device_id)
             if isinstance(event, CodeRead):
                 log.info("code read", data=printable(event.data))
+            elif isinstance(event, LineHoldRequest):
+                log.warning("line hold requested", reason=event.reason)
+            elif isinstance(event, LineResumable):
+                log.info("line may resume", reason=event.reason)
+            elif isinstance(event, PrinterStatusChanged):
+                status = event.status
+                log.info("printer status", state=status.state.value, faults=sorted(status.faults),
+                         detail=status.detail)
+            elif isinstance(event, PrintEvidence):
+                log.debug("print evidence", record=event.record_id, outcome=event.outcome.value)
             elif isinstance(event, DeviceGarbage):
                 log.warning("device sent unparseable bytes", reason=event.reason, data=event.data[:64].hex())
             else:
@@ -236,6 +260,16 @@ class Daemon:
     def _status_line(self) -> str:
         online = sum(1 for s in self.supervisors if s.status.state is LinkState.ONLINE)
         return f"line {self.config.line.id}: {online}/{len(self.supervisors)} devices online"
+
+
+def _fan_out(*sinks: EventSink) -> EventSink:
+    """Return a sink handing each event to every sink in turn (each may push back)."""
+
+    async def deliver(event: DeviceEvent) -> None:
+        for sink in sinks:
+            await sink(event)
+
+    return deliver
 
 
 def printable(data: bytes) -> str:

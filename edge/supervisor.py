@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from edge.backoff import Backoff
 from edge.errors import DeviceRejectedError, TransientDeviceError
@@ -23,6 +23,18 @@ DriverFactory = Callable[[], "Driver"]
 # A driver's close() releases sockets and ports; it must not hold up shutdown or the next attempt
 # for longer than a serial port takes to settle after close.
 CLOSE_TIMEOUT_S = 5.0
+
+
+class DeviceSession(Protocol):
+    """The line's work with one connected device (a printer's feeder, say), beside the driver's own run()."""
+
+    async def serve(self, driver: Driver) -> None:
+        """Work with the connected device until cancelled; raise to drop the link (the device misbehaved)."""
+        ...
+
+    async def offline(self, reason: str) -> None:
+        """Settle what the lost link left uncertain; called once per lost link, before reconnecting."""
+        ...
 
 
 class LinkState(StrEnum):
@@ -57,8 +69,10 @@ class DeviceSupervisor:
         connect_timeout_s: float,
         log: structlog.stdlib.BoundLogger,
         sleep: Sleep = asyncio.sleep,
+        session: DeviceSession | None = None,
     ) -> None:
         self.status = DeviceStatus(device_id)
+        self._session = session
         self._factory = factory
         self._backoff = backoff
         self._connect_timeout_s = connect_timeout_s
@@ -70,12 +84,14 @@ class DeviceSupervisor:
         """Connect, serve and reconnect forever; returns only by cancellation."""
         while True:
             driver = self._factory()
+            online = False
             try:
                 self.status.state = LinkState.CONNECTING
                 async with asyncio.timeout(self._connect_timeout_s):
                     info = await driver.connect()
                 self._mark_online(info)
-                await driver.run()
+                online = True
+                await self._serve(driver)
                 self._mark_offline(TransientDeviceError("driver stopped serving without an error"), LinkState.OFFLINE)
             except DeviceRejectedError as err:
                 self._mark_offline(err, LinkState.REJECTED)
@@ -88,9 +104,34 @@ class DeviceSupervisor:
                 self._backoff.max_out()
             finally:
                 await self._close(driver)
+            if online and self._session is not None:
+                await self._session.offline(self.status.last_error or "link lost")
             delay = self._backoff.next_delay()
             self._log.debug("reconnecting later", delay_s=round(delay, 3), attempt=self._backoff.failures)
             await self._sleep(delay)
+
+    async def _serve(self, driver: Driver) -> None:
+        """Run the driver and the session side by side; the first to end ends the other, its error re-raised."""
+        if self._session is None:
+            await driver.run()
+            return
+        tasks = [
+            asyncio.create_task(driver.run(), name=f"{self.status.device_id} driver"),
+            asyncio.create_task(self._session.serve(driver), name=f"{self.status.device_id} session"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Both tasks are ours and end here, whatever ended the wait (cancellation included).
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        for task in tasks:  # the driver first: its link error explains a session that failed with it
+            if task in done and not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+        ended = next(task for task in tasks if task in done)
+        if ended is tasks[1]:
+            raise TransientDeviceError("the line's session with the device ended; reconnecting")
 
     def _mark_online(self, info: DeviceInfo) -> None:
         self.status.state = LinkState.ONLINE

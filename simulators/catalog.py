@@ -11,14 +11,14 @@ from simulators.scanner_wedge import WedgeScannerSim
 
 if TYPE_CHECKING:
     from drivers.base import DriverOptions
-    from simulators.base import Simulator
+    from simulators.base import SimTransport, Simulator
 
-SimFactory = Callable[["DriverOptions", int], "Simulator"]
+SimFactory = Callable[["DriverOptions", int, "SimTransport"], "Simulator"]
 
 _TERMINATORS = {"CR": CR, "LF": LF, "CRLF": CRLF, "any": CRLF}
 
 
-def _wedge(options: DriverOptions, port: int) -> Simulator:
+def _wedge(options: DriverOptions, port: int, transport: SimTransport) -> Simulator:
     if not isinstance(options, WedgeScanner.Options):
         raise TypeError(f"expected wedge scanner options, got {type(options).__name__}")
     return WedgeScannerSim(
@@ -27,6 +27,7 @@ def _wedge(options: DriverOptions, port: int) -> Simulator:
         suffix=options.suffix,
         max_length=options.max_length,
         port=port,
+        transport=transport,
     )
 
 
@@ -35,9 +36,9 @@ SIMULATORS: dict[str, SimFactory] = {
 }
 
 
-def simulator_for(driver: str, options: DriverOptions, *, port: int = 0) -> Simulator:
-    """Return a TCP simulator of the device a driver speaks to, configured like that device."""
+def simulator_for(driver: str, options: DriverOptions, *, port: int = 0, transport: SimTransport = "tcp") -> Simulator:
+    """Return a simulator of the device a driver speaks to, configured like that device."""
     factory = SIMULATORS.get(driver)
     if factory is None:
         raise LookupError(f'no simulator for driver "{driver}"; simulated: {", ".join(sorted(SIMULATORS))}')
-    return factory(options, port)
+    return factory(options, port, transport)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drivers.base import DeviceEvent, Driver, DriverOptions
 from edge.errors import DeviceRejectedError
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 DEFAULT_POLL_INTERVAL_S: Final = 0.01
 """How often a driver asks a polled printer for evidence by default: at 3,000 packs a minute one pack passes
 every 20 ms, so polling twice as often keeps evidence within one pack of the print."""
+
+
+FIELD_SOURCES: Final = frozenset({"code", "serial", "hri"})
+"""What a printer field can carry besides one AI's value: the whole element string, the serial, the HRI text."""
 
 
 class LoadStyle(StrEnum):
@@ -175,13 +179,23 @@ class PrinterOptions(DriverOptions):
     """Job, message, program or stored format selected at connect (None: keep what the device has)."""
     fields: dict[str, str] = Field(default_factory=lambda: {"CODE": "code"}, min_length=1)
     """The message's variable fields and what each carries: "code" (the GS1 element string, GS as 0x1D),
-    "serial", or an AI like "21" or "10"."""
+    "serial", "hri" (the human-readable text), or an AI like "21" or "10"."""
     depth: int | None = Field(None, ge=1, le=10_000)
     """Records kept in the device ahead of the line (default: the driver's own, within the device's limit)."""
     poll_interval_s: float = Field(DEFAULT_POLL_INTERVAL_S, gt=0, le=10)
     """How often evidence is polled on devices that do not announce prints."""
     status_interval_s: float = Field(0.5, gt=0, le=60)
     """How often the device status is polled."""
+
+    @field_validator("fields")
+    @classmethod
+    def _sources(cls, fields: dict[str, str]) -> dict[str, str]:
+        for name, source in fields.items():
+            if source not in FIELD_SOURCES and not (source.isdigit() and 2 <= len(source) <= 4):
+                raise ValueError(
+                    f'field {name!r} carries {source!r}: say "code", "serial", "hri" or an AI like "21"'
+                )
+        return fields
 
 
 class Printer(Driver, abc.ABC):
