@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the daemon with every device simulated, in one process")
     demo.add_argument("-c", "--config", type=Path, help="demo line configuration (default: config/demo.yaml)")
     demo.add_argument("--state-dir", type=Path, help="keep state here instead of a temporary directory")
-    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--units", type=_positive, default=200, help="serials to print (default 200)")
+    demo.add_argument("--ppm", type=float, default=600.0, help="packs a minute past the printer (default 600)")
+    demo.add_argument("--duration", type=float, help="give up after this many seconds (default: when printed)")
     _log_options(demo)
     demo.set_defaults(handler=_cmd_demo)
 
@@ -142,9 +144,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo  # noqa: PLC0415 - keeps `lineside --help` fast
+    from edge.demo import DemoRun, run_demo  # noqa: PLC0415 - keeps `lineside --help` fast
 
-    return run_demo(config_path=args.config, state_dir=args.state_dir, duration_s=args.duration,
+    if args.ppm <= 0:
+        print(f"lineside demo: --ppm must be positive, not {args.ppm:g}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_demo(config_path=args.config, state_dir=args.state_dir,
+                    run=DemoRun(units=args.units, ppm=args.ppm, duration_s=args.duration),
                     log_level=args.log_level, log_format=args.log_format)
 
 
@@ -180,7 +186,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         import tempfile  # noqa: PLC0415 - only the benchmarks need it
 
         from edge.line.bench_print import DIALECTS, bench_print  # noqa: PLC0415 - keeps `lineside --help` fast
+        from edge.log import configure  # noqa: PLC0415 - keeps `lineside --help` fast
 
+        configure(level="warning", fmt="console")  # device chatter would drown the figures
         drivers = tuple(args.driver or DIALECTS)
         unknown = sorted(set(drivers) - set(DIALECTS))
         if unknown:

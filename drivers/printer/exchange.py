@@ -45,6 +45,10 @@ class Exchange(Generic[FrameT]):
         """Send data and return the first frame accept() takes; TransientDeviceError if none comes in time."""
         try:
             async with self._lock:
+                # Whatever arrived since the last answer (a duplicate, a late answer) answers nothing asked now.
+                while self._received:
+                    item = self._received.popleft()
+                    self._unreported.append(item if isinstance(item, Garbage) else Garbage(_describe(item), STRAY))
                 await self.link.write(data)
                 return await self._answer(accept, timeout_s, what)
         finally:

@@ -136,7 +136,7 @@ async def _pump(
             await driver.load(records)
             loaded += room
             in_device += room
-        if sim.engine.buffered:
+        while sim.engine.buffered:  # a product under the head whenever a record waits, as in the rig
             sim.engine.product_detect()
         async with asyncio.timeout(EVIDENCE_WAIT_S):
             event = await events.get()

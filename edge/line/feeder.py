@@ -62,6 +62,10 @@ EVIDENCE_QUEUE_SIZE: Final = 4096
 REFILL_FRACTION: Final = 4
 """Top the buffer up once a quarter of it is free: fewer, larger durable writes, and never close to empty."""
 
+REFUSED_RETRY_S: Final = 0.5
+"""After the printer refused a record, wait this long before feeding again: a printer that refuses every record
+(wrong job, buffer stuck full) would otherwise burn the batch's serials one refusal at a time."""
+
 SENT_ONLY: Final = frozenset({SerialState.SENT})
 
 
@@ -111,6 +115,7 @@ class PrintFeeder:
         self._plan: PrintPlan | None = None
         self._holding: str | None = None
         self._settling: asyncio.Future[None] | None = None
+        self._refusal: str | None = None
 
     @property
     def outstanding(self) -> tuple[int, ...]:
@@ -147,35 +152,51 @@ class PrintFeeder:
         if self._job is not None:
             await printer.select_job(self._job)
         self._status = await printer.status()
+        settling = asyncio.create_task(self._settle_forever(), name=f"{self.device_id} evidence")
+        try:
+            await self._feed(printer, depth, refill, settling)
+        finally:
+            # Ours alone, ended here: evidence it had not taken stays queued for offline() or the next session.
+            settling.cancel()
+            await asyncio.wait([settling])
+
+    async def _feed(self, printer: Printer, depth: int, refill: int, settling: asyncio.Task[None]) -> None:
         printing = False
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._settle_forever(), name=f"{self.device_id} evidence")
-            while True:
-                self._wake.clear()
-                batch = await self._ledger.active_batch()
-                fault = self._fault(printing)
-                if fault is not None:
-                    if printing or self._outstanding:
-                        await self._flush(fault, printer)
-                        printing = False
-                    await self._hold(fault)
-                elif batch is None or batch.state not in (BatchState.RUNNING, BatchState.PAUSED):
-                    if printing or self._outstanding:
-                        # Records of a batch that ended must never print on the next batch's packs.
-                        await self._flush("no batch is running" if batch is None else f"{batch.name} is "
-                                          f"{batch.state.value}", printer)
-                        printing = False
-                elif batch.state is BatchState.RUNNING:
-                    if not printing:
-                        await printer.start()
-                        printing = True
-                        # The last status polled may predate start(): judge the printer by a fresh one.
-                        self._status = await printer.status()
-                    room = depth - len(self._outstanding)
-                    if room >= refill or not self._outstanding:
-                        await self._top_up(printer, batch, room)
-                # Paused: the line stands still; what is in the buffer stays valid and prints when it moves.
-                await self._wait()
+        while True:
+            if settling.done():  # settling failed (the store): nothing printed can be recorded, stop feeding
+                raise settling.exception() or RuntimeError("evidence settling stopped")
+            self._wake.clear()
+            batch = await self._ledger.active_batch()
+            fault = self._fault(printing)
+            if self._refusal is not None:
+                reason, self._refusal = f"printer {self.device_id} refused a record: {self._refusal}", None
+                await self._flush(reason, printer)
+                printing = False
+                await self._hold(reason)
+                await self._sleep(REFUSED_RETRY_S)
+                continue
+            if fault is not None:
+                if printing or self._outstanding:
+                    await self._flush(fault, printer)
+                    printing = False
+                await self._hold(fault)
+            elif batch is None or batch.state not in (BatchState.RUNNING, BatchState.PAUSED):
+                if printing or self._outstanding:
+                    # Records of a batch that ended must never print on the next batch's packs.
+                    await self._flush("no batch is running" if batch is None else f"{batch.name} is "
+                                      f"{batch.state.value}", printer)
+                    printing = False
+            elif batch.state is BatchState.RUNNING:
+                if not printing:
+                    await printer.start()
+                    printing = True
+                    # The last status polled may predate start(): judge the printer by a fresh one.
+                    self._status = await printer.status()
+                room = depth - len(self._outstanding)
+                if room >= refill or not self._outstanding:
+                    await self._top_up(printer, batch, room)
+            # Paused: the line stands still; what is in the buffer stays valid and prints when it moves.
+            await self._wait()
 
     async def offline(self, reason: str) -> None:
         """Settle what the lost link left: evidence already received, then every unconfirmed serial in doubt."""
@@ -313,6 +334,8 @@ class PrintFeeder:
             if item.outcome is PrintOutcome.FAILED:
                 del self._outstanding[item.record_id]
                 refused.setdefault(item.detail or "refused", []).append(item.record_id)
+                self._refusal = item.detail or "refused"
+                self._wake.set()
                 continue
             for earlier in list(self._outstanding):
                 if earlier == item.record_id:
