@@ -40,9 +40,19 @@ class Exchange(Generic[FrameT]):
         self._unreported: list[Garbage] = []
 
     async def request(
-        self, data: bytes, accept: Callable[[FrameT], bool], *, timeout_s: float, what: str
+        self,
+        data: bytes,
+        accept: Callable[[FrameT], bool],
+        *,
+        timeout_s: float,
+        what: str,
+        expected: Callable[[FrameT], bool] | None = None,
     ) -> FrameT:
-        """Send data and return the first frame accept() takes; TransientDeviceError if none comes in time."""
+        """Send data and return the first frame accept() takes; TransientDeviceError if none comes in time.
+
+        Frames expected() takes on the way (answers to one-way commands sent just before) are the caller's
+        to note, not strays.
+        """
         try:
             async with self._lock:
                 # Whatever arrived since the last answer (a duplicate, a late answer) answers nothing asked now.
@@ -50,7 +60,7 @@ class Exchange(Generic[FrameT]):
                     item = self._received.popleft()
                     self._unreported.append(item if isinstance(item, Garbage) else Garbage(_describe(item), STRAY))
                 await self.link.write(data)
-                return await self._answer(accept, timeout_s, what)
+                return await self._answer(accept, expected, timeout_s, what)
         finally:
             await self._report()
 
@@ -59,7 +69,13 @@ class Exchange(Generic[FrameT]):
         async with self._lock:
             await self.link.write(data)
 
-    async def _answer(self, accept: Callable[[FrameT], bool], timeout_s: float, what: str) -> FrameT:
+    async def _answer(
+        self,
+        accept: Callable[[FrameT], bool],
+        expected: Callable[[FrameT], bool] | None,
+        timeout_s: float,
+        what: str,
+    ) -> FrameT:
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
@@ -69,6 +85,8 @@ class Exchange(Generic[FrameT]):
                             self._unreported.append(item)
                         elif accept(item):
                             return item
+                        elif expected is not None and expected(item):
+                            continue
                         else:
                             self._unreported.append(Garbage(_describe(item), STRAY))
                     self._received.extend(self._framer.feed(await self.link.read()))
