@@ -23,7 +23,7 @@ import structlog
 from drivers.base import DeviceEvent, DriverContext
 from drivers.printer.base import Printer, PrinterOptions, PrintEvidence, PrintOutcome, PrintRecord
 from edge.gs1.element import build
-from edge.line.print_rig import PrintRig
+from edge.line.print_rig import RIG_OPTIONS, PrintRig
 from edge.registry import driver_class
 from simulators.catalog import simulator_for
 
@@ -93,7 +93,7 @@ async def _through_rig(name: str, state_dir: Path, units: int) -> dict[str, Any]
 
 async def _baseline(name: str, units: int) -> float:
     cls = driver_class(name)
-    options = cls.Options()
+    options = cls.Options.model_validate(RIG_OPTIONS.get(name, {}))
     if not issubclass(cls, Printer) or not isinstance(options, PrinterOptions):
         raise TypeError(f"{name} is not a printer driver")
     sim: PrinterSimulator = simulator_for(name, options)  # type: ignore[assignment] # printers have printer sims

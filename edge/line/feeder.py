@@ -64,7 +64,9 @@ REFILL_FRACTION: Final = 4
 
 REFUSED_RETRY_S: Final = 0.5
 """After the printer refused a record, wait this long before feeding again: a printer that refuses every record
-(wrong job, buffer stuck full) would otherwise burn the batch's serials one refusal at a time."""
+(wrong job, buffer stuck full) would otherwise burn the batch's serials one refusal at a time. The wait doubles
+with every refusal in a row, up to REFUSED_RETRY_MAX_S, and starts over once a record is accepted."""
+REFUSED_RETRY_MAX_S: Final = 60.0
 
 SENT_ONLY: Final = frozenset({SerialState.SENT})
 
@@ -116,6 +118,8 @@ class PrintFeeder:
         self._holding: str | None = None
         self._settling: asyncio.Future[None] | None = None
         self._refusal: str | None = None
+        self._refusals = 0
+        """Refusals in a row, for the growing wait after each."""
 
     @property
     def outstanding(self) -> tuple[int, ...]:
@@ -251,7 +255,7 @@ class PrintFeeder:
             return
         self._holding = reason
         self.counts.holds += 1
-        self._log.warning("line hold requested", reason=reason)
+        self._log.debug("line hold requested", reason=reason)
         await self._notify(LineHoldRequest(device_id=self.device_id, at=self._clock(), reason=reason))
 
     async def _resume(self) -> None:
@@ -325,6 +329,7 @@ class PrintFeeder:
         refused: dict[str, list[int]] = {}
         for item in evidence:
             if item.outcome is PrintOutcome.SENT:
+                self._refusals = 0
                 continue
             if item.record_id not in self._outstanding:
                 self.counts.anomalies += 1

@@ -88,7 +88,8 @@ async def test_out_of_ink_holds_the_line_and_resumes_with_fresh_serials(dialect:
         r.sim.engine.out_of_ink_after(2)
         assert await r.products(2) == 2
         hold = await r.wait_hold()
-        assert FaultReason.INK_OUT.value in hold.reason
+        # A thermal-transfer label printer runs out of ribbon, not ink: its simulator reports that.
+        assert FaultReason.INK_OUT.value in hold.reason or FaultReason.RIBBON_OUT.value in hold.reason
         r.sim.engine.clear_fault()
         await finish(r, 6)
         states = await counts(r)
@@ -121,7 +122,10 @@ async def test_answer_faults(dialect: str, fault: ReplyFault, tmp_path: Path) ->
 
 async def test_a_refused_record_is_rejected_never_resent(dialect: str, tmp_path: Path) -> None:
     if dialect not in ANSWERED_LOADS:
-        pytest.skip(f"{dialect} does not answer a load, so a refusal cannot be told from a print (see its docstring)")
+        # Domino's FillSerialVar and ZPL labels have no answer: a device that drops a record for a full buffer
+        # looks like one that printed it. Their drivers stay below the device's limit so it cannot overflow;
+        # the camera of the next step is what catches a record lost anyway (see the drivers' docstrings).
+        pytest.skip(f"{dialect} does not answer a load, so a silently dropped record looks like a print")
     async with rig(dialect, tmp_path) as r:
         await r.products(3)
         r.sim.engine.buffer_full = True
@@ -143,6 +147,8 @@ async def test_completing_the_batch_clears_the_printer(dialect: str, tmp_path: P
         async with asyncio.timeout(HANG_GUARD_S):
             while r.feeder.outstanding or r.sim.engine.buffered:  # noqa: ASYNC110 - the feeder signals nothing
                 await asyncio.sleep(0.005)
-        assert r.sim.engine.product_detect() is None  # nothing of the finished batch prints on the next pack
+        # Nothing of the finished batch prints on the next pack (a laser marking on its own trigger marks blanks).
+        after = r.sim.engine.product_detect()
+        assert after is None or all(value == "" for _, value in after.fields)
         assert (await r.check()).problems == []
         assert (await counts(r))["sent"] == 0

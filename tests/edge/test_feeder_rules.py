@@ -1,0 +1,108 @@
+"""The feeder's own rules, on the real path (Zipher driver and simulator, real store): identity, pause, holds."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from drivers.printer.base import PrintEvidence, PrintOutcome
+from edge.line.print_rig import DEVICE, PrintRig
+from edge.serials.states import BatchState, SerialState
+from tests.conftest import ROOT
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+HANG_GUARD_S = 10.0
+
+
+def evidence(record_id: int, outcome: PrintOutcome = PrintOutcome.PRINTED) -> PrintEvidence:
+    return PrintEvidence(device_id=DEVICE, at=datetime.now(UTC), record_id=record_id, outcome=outcome)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Return once check() holds; the feeder and the store signal nothing a test could wait on."""
+    async with asyncio.timeout(HANG_GUARD_S):
+        while not await check():  # noqa: ASYNC110 - nothing to wait on but the state itself
+            await asyncio.sleep(0.002)
+
+
+async def outstanding(r: PrintRig, count: int) -> tuple[int, ...]:
+    feeder = r.feeder
+    assert feeder is not None
+
+    async def loaded() -> bool:
+        return len(feeder.outstanding) >= count
+
+    await eventually(loaded)
+    return feeder.outstanding
+
+
+async def state_of(r: PrintRig, serial_id: int) -> SerialState:
+    assert r.store is not None
+    value = await r.store.read(lambda c: c.execute("SELECT state FROM serial WHERE id = ?", (serial_id,)).fetchone())
+    return SerialState(value[0])
+
+
+async def test_evidence_for_a_later_record_puts_the_skipped_ones_in_doubt(tmp_path: Path) -> None:
+    async with PrintRig("printer.zipher", tmp_path / "s", units=40) as r:
+        assert r.feeder is not None
+        first, second, third, *_ = await outstanding(r, 3)
+        # The device reports the third record printed while the first two are unconfirmed: a FIFO cannot skip,
+        # so they may be on a pack or nowhere; they are in doubt, never printed by assumption.
+        await r.feeder.on_event(evidence(third))
+
+        async def settled() -> bool:
+            return await state_of(r, third) is SerialState.PRINTED
+
+        await eventually(settled)
+        assert await state_of(r, first) is SerialState.IN_DOUBT
+        assert await state_of(r, second) is SerialState.IN_DOUBT
+
+
+async def test_duplicate_or_unknown_evidence_changes_nothing(tmp_path: Path) -> None:
+    async with PrintRig("printer.zipher", tmp_path / "s", units=40) as r:
+        assert r.feeder is not None
+        await r.products(3)
+        await r.settled()
+        before = (await r.check()).states
+        feeder = r.feeder
+        await feeder.on_event(evidence(10_000_000))  # a record it was never given
+
+        async def noticed() -> bool:
+            return feeder.counts.anomalies >= 1
+
+        await eventually(noticed)
+        after = await r.check()
+        assert after.states["printed"] == before["printed"] == 3
+        assert after.problems == []
+
+
+async def test_a_paused_batch_keeps_the_buffer(tmp_path: Path) -> None:
+    async with PrintRig("printer.zipher", tmp_path / "s", units=40) as r:
+        assert r.ledger is not None
+        assert r.feeder is not None
+        await r.products(2)
+        await r.settled()
+        before = await outstanding(r, 1)
+        await r.ledger.set_state(r.batch_id, BatchState.PAUSED, reason="operator pause")
+        await asyncio.sleep(0.05)  # a few feeder rounds: nothing may be flushed while the line stands
+        assert r.feeder.outstanding == before
+        assert r.sim.engine.buffered == len(before)
+        assert r.holds == []
+
+
+def test_demo_prints_a_batch_and_reports_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "demo", "--units", "30", "--ppm", "6000", "--log-level", "warning",
+         "--state-dir", str(tmp_path / "state")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the printer printed 30 serials" in done.stdout
+    assert "printed 30" in done.stdout
+    assert "problems: none" in done.stdout
