@@ -152,3 +152,14 @@ async def test_completing_the_batch_clears_the_printer(dialect: str, tmp_path: P
         assert after is None or all(value == "" for _, value in after.fields)
         assert (await r.check()).problems == []
         assert (await counts(r))["sent"] == 0
+
+
+@pytest.mark.parametrize("serial_dialect", sorted(set(DIALECTS) - {"printer.zpl"}))
+async def test_a_batch_prints_over_a_serial_line_with_a_power_cycle(serial_dialect: str, tmp_path: Path) -> None:
+    """The same feeding over a pseudo-terminal pair, as over an RS-232 cable; ZPL printers here are TCP only."""
+    r = PrintRig(serial_dialect, tmp_path / "state", units=40, transport="pty", response_timeout_s=RESPONSE_TIMEOUT_S)
+    async with r:
+        await r.products(6)
+        r.sim.power_cycle()
+        await r.wait_hold()
+        await finish(r, 6)
