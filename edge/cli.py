@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run the simulators of a configuration's devices on their own")
     sim.add_argument("-c", "--config", type=Path, required=True, help="line configuration (YAML)")
     sim.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    sim.add_argument("--ppm", type=float, default=0.0,
+                     help="products a minute past each simulated printer's head (default 0: none)")
     _log_options(sim)
     sim.set_defaults(handler=_cmd_simulate)
 
@@ -161,7 +163,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_INPUT
     _setup_logging(config, args)
-    return asyncio.run(run_simulators(config, duration_s=args.duration))
+    if args.ppm < 0:
+        print(f"lineside simulate: --ppm cannot be negative, not {args.ppm:g}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return asyncio.run(run_simulators(config, duration_s=args.duration, ppm=args.ppm))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

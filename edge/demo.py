@@ -209,14 +209,18 @@ def _serial_of(code: str) -> str:
     return code
 
 
-async def run_simulators(config: LineConfig, *, duration_s: float | None) -> int:
-    """Serve a simulator for every device of a configuration at its configured TCP port until stopped."""
+async def run_simulators(config: LineConfig, *, duration_s: float | None, ppm: float = 0.0) -> int:
+    """Serve a simulator for every device of a configuration until stopped.
+
+    A socket:// device is simulated at its configured port; a serial device on a pseudo-terminal whose path
+    is logged (point the device's url there). With ppm, products pass each printer's head at that rate.
+    """
     sims: list[Simulator] = []
     for dev in config.devices:
-        if not dev.transport.is_tcp:
-            _LOG.warning("not simulated: only socket:// devices can be", device=dev.id, url=dev.url)
-            continue
-        sims.append(simulator_for(dev.driver, dev.parsed_options, port=dev.transport.host_port[1]))
+        if dev.transport.is_tcp:
+            sims.append(simulator_for(dev.driver, dev.parsed_options, port=dev.transport.host_port[1]))
+        else:
+            sims.append(simulator_for(dev.driver, dev.parsed_options, transport="pty"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,9 +228,11 @@ async def run_simulators(config: LineConfig, *, duration_s: float | None) -> int
     try:
         async with asyncio.TaskGroup() as tg:
             serving = []
-            for sim in sims:
-                _LOG.info("simulator listening", url=await sim.bind(), simulator=type(sim).__name__)
+            for dev, sim in zip(config.devices, sims, strict=True):
+                _LOG.info("simulator listening", device=dev.id, url=await sim.bind(), simulator=type(sim).__name__)
                 serving.append(tg.create_task(sim.serve()))
+                if ppm > 0 and isinstance(sim, PrinterSimulator):
+                    serving.append(tg.create_task(sim.engine.run_product_detect(ppm)))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(duration_s):
                     await stop.wait()

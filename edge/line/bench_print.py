@@ -128,7 +128,7 @@ async def _pump(
     depth = driver.capabilities.buffer_depth
     name = next(iter(options.fields))
     loaded = printed = in_device = 0
-    started = time.perf_counter()
+    started = progress = time.perf_counter()
     while printed < units:
         room = min(depth - in_device, units - loaded)
         if room > 0:
@@ -138,8 +138,15 @@ async def _pump(
             in_device += room
         while sim.engine.buffered:  # a product under the head whenever a record waits, as in the rig
             sim.engine.product_detect()
-        async with asyncio.timeout(EVIDENCE_WAIT_S):
-            event = await events.get()
+        try:
+            # Short: a load with no answer (ZPL) reaches the device after load() returned; look again soon.
+            async with asyncio.timeout(options.poll_interval_s):
+                event = await events.get()
+        except TimeoutError:
+            if time.perf_counter() - progress > EVIDENCE_WAIT_S:
+                raise TimeoutError(f"no evidence from {type(driver).__name__} for {EVIDENCE_WAIT_S:g} s") from None
+            continue
+        progress = time.perf_counter()
         while True:
             if isinstance(event, PrintEvidence) and event.outcome is PrintOutcome.PRINTED:
                 printed += 1

@@ -106,3 +106,15 @@ def test_demo_prints_a_batch_and_reports_it(tmp_path: Path) -> None:
     assert "the printer printed 30 serials" in done.stdout
     assert "printed 30" in done.stdout
     assert "problems: none" in done.stdout
+
+
+def test_simulate_serves_every_device_of_a_config_tcp_and_serial(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "simulate", "-c", str(ROOT / "config" / "line.example.yaml"),
+         "--duration", "0.3", "--ppm", "600", "--log-format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    listening = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if "simulator listening" in line]
+    assert any('"device": "printer-1"' in line and "ZipherSim" in line for line in listening)
+    assert any('"device": "scanner-pack"' in line and "/tty" in line for line in listening)  # a serial device
