@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
-import structlog
 
-from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
+from drivers.base import DeviceInfo, DriverOptions
 from drivers.framing.linx_rci import RciFramer, Reply, encode_command
 from drivers.printer.base import (
     EvidenceKind,
@@ -21,7 +18,6 @@ from drivers.printer.base import (
     Printer,
     PrinterCapabilities,
     PrinterState,
-    PrinterStatusChanged,
     PrintEvidence,
     PrintOutcome,
     PrintRecord,
@@ -35,29 +31,30 @@ from drivers.printer.linx_rci import (
     PrintCount,
     RciStatus,
 )
-from drivers.transport.spec import SerialSettings
+from drivers.transport.spec import TransportSpec
 from edge.errors import DeviceRejectedError, TransientDeviceError
 from edge.registry import driver_class
 from simulators.faults import Corrupt, Disconnect, Garbage
 from simulators.linx_rci import LinxRciSim, from_options
 from simulators.printer import ReplyFault
+from tests.drivers.printer_harness import (
+    GS,
+    HANG_GUARD_S,
+    SHORT_TIMEOUT_S,
+    Harness,
+    connected_driver,
+    garbage,
+    ignore,
+    make_context,
+    outcomes,
+    printed_ids,
+    spec_for,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-DEVICE = "printer-1"
-GS = "\x1d"
-
-# Only a guard against a hang turning into a 60 s pytest-timeout; nothing here measures time with it.
-HANG_GUARD_S = 10.0
-SHORT_TIMEOUT_S = 0.3
-"""Response timeout in tests where a missing answer is what is tested."""
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
-    return request.param
+    from drivers.base import EventSink
 
 
 def options(**kwargs) -> LinxRciPrinter.Options:
@@ -69,90 +66,6 @@ def record(record_id: int, code: str | None = None) -> PrintRecord:
     return PrintRecord(record_id, (("CODE", code or f"010950110153000321SN{record_id:04d}"),))
 
 
-@dataclass
-class Harness:
-    driver: LinxRciPrinter
-    sim: LinxRciSim
-    queue: asyncio.Queue[DeviceEvent]
-    seen: list[DeviceEvent] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-    async def until(self, done: Callable[[list[DeviceEvent]], bool]) -> list[DeviceEvent]:
-        """Collect events until done(seen) holds; return everything seen so far."""
-        async with asyncio.timeout(HANG_GUARD_S):
-            while not done(self.seen):
-                if self.task is None or not self.queue.empty():
-                    self.seen.append(await self.queue.get())
-                    continue
-                getter = asyncio.create_task(self.queue.get())
-                try:
-                    await asyncio.wait([getter, self.task], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    getter.cancel()
-                    await asyncio.wait([getter])
-                if not getter.cancelled():
-                    self.seen.append(getter.result())
-                elif self.task.done():
-                    await self.task  # run() ended: its error says why the awaited event never comes
-                    raise AssertionError("run() returned")
-        return self.seen
-
-    def drain(self) -> list[DeviceEvent]:
-        while not self.queue.empty():
-            self.seen.append(self.queue.get_nowait())
-        return self.seen
-
-    async def printed(self, count: int) -> list[int]:
-        await self.until(lambda seen: len(printed_ids(seen)) >= count)
-        return printed_ids(self.seen)
-
-    def mark(self) -> int:
-        """Return a position in the events: everything delivered so far is before it."""
-        return len(self.drain())
-
-    async def status(self, state: PrinterState, since: int = 0) -> PrinterStatusChanged:
-        """Wait for a status change to state after position since; return the latest such change."""
-        start = since
-
-        def reached(seen: list[DeviceEvent]) -> PrinterStatusChanged | None:
-            changes = [e for e in seen[start:] if isinstance(e, PrinterStatusChanged) and e.status.state is state]
-            return changes[-1] if changes else None
-
-        await self.until(lambda seen: reached(seen) is not None)
-        found = reached(self.seen)
-        assert found is not None
-        return found
-
-    async def ended(self) -> None:
-        assert self.task is not None
-        async with asyncio.timeout(HANG_GUARD_S):
-            await self.task
-
-
-def printed_ids(events: list[DeviceEvent]) -> list[int]:
-    return [e.record_id for e in events if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.PRINTED]
-
-
-def outcomes(events: list[DeviceEvent]) -> list[tuple[int, PrintOutcome]]:
-    return [(e.record_id, e.outcome) for e in events if isinstance(e, PrintEvidence)]
-
-
-def garbage(events: list[DeviceEvent]) -> list[DeviceGarbage]:
-    return [e for e in events if isinstance(e, DeviceGarbage)]
-
-
-def make_context(sim: LinxRciSim, events, response_timeout_s: float = 2.0) -> DriverContext:
-    return DriverContext(
-        device_id=DEVICE,
-        transport=sim.transport_spec(SerialSettings(baudrate=115200)),
-        events=events,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        connect_timeout_s=5.0,
-        response_timeout_s=response_timeout_s,
-    )
-
-
 @contextlib.asynccontextmanager
 async def connected(
     sim: LinxRciSim,
@@ -160,22 +73,14 @@ async def connected(
     *,
     run: bool = False,
     response_timeout_s: float = 2.0,
-) -> AsyncIterator[Harness]:
-    queue: asyncio.Queue[DeviceEvent] = asyncio.Queue()
-    driver = LinxRciPrinter(make_context(sim, queue.put, response_timeout_s), opts or options())
-    harness = Harness(driver, sim, queue)
-    try:
-        assert await driver.connect() == DeviceInfo(model=MODEL)
-        if run:
-            harness.task = asyncio.create_task(driver.run())
+) -> AsyncIterator[Harness[LinxRciPrinter]]:
+    def build(events: EventSink) -> LinxRciPrinter:
+        context = make_context(spec_for(sim), events, response_timeout_s=response_timeout_s, sleep=asyncio.sleep)
+        return LinxRciPrinter(context, opts or options())
+
+    async with connected_driver(build, run=run) as harness:
+        assert harness.info == DeviceInfo(model=MODEL)
         yield harness
-    finally:
-        if harness.task is not None:
-            harness.task.cancel()
-            await asyncio.wait([harness.task])
-            if not harness.task.cancelled():
-                harness.task.exception()  # checked by the test when it matters
-        await driver.close()
 
 
 # -- connect, job, load, print ------------------------------------------------------------------
@@ -199,7 +104,9 @@ async def test_connect_to_something_that_does_not_answer_fails():
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
-        driver = LinxRciPrinter(_context_for_url(f"socket://127.0.0.1:{port}"), options())
+        spec = TransportSpec(url=f"socket://127.0.0.1:{port}")
+        context = make_context(spec, ignore, response_timeout_s=SHORT_TIMEOUT_S, sleep=asyncio.sleep)
+        driver = LinxRciPrinter(context, options())
         with pytest.raises(TransientDeviceError, match="status request"):
             await driver.connect()
         await driver.close()
@@ -222,7 +129,7 @@ async def test_select_job_and_unknown_job(transport):
 
 async def test_connect_with_an_unknown_configured_job_is_rejected():
     async with LinxRciSim() as sim:
-        driver = LinxRciPrinter(make_context(sim, _ignore), options(job="MISSING"))
+        driver = LinxRciPrinter(make_context(spec_for(sim), ignore, sleep=asyncio.sleep), options(job="MISSING"))
         with pytest.raises(DeviceRejectedError, match="MISSING"):
             await driver.connect()
         await driver.close()
@@ -584,7 +491,7 @@ async def test_from_options_builds_a_matching_simulator():
 
 async def test_the_driver_is_single_use():
     async with LinxRciSim() as sim:
-        driver = LinxRciPrinter(make_context(sim, _ignore), options())
+        driver = LinxRciPrinter(make_context(spec_for(sim), ignore, sleep=asyncio.sleep), options())
         with pytest.raises(RuntimeError, match="connect"):
             await driver.run()
         await driver.connect()
@@ -605,7 +512,7 @@ def test_options_refuse_unknown_keys():
 
 def test_other_options_are_refused():
     with pytest.raises(TypeError):
-        LinxRciPrinter(_context_for_url("socket://127.0.0.1:1"), DriverOptions())
+        LinxRciPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), ignore), DriverOptions())
 
 
 def test_registered_as_a_printer():
@@ -618,21 +525,3 @@ async def test_the_host_cannot_trigger_a_print():
     async with LinxRciSim() as sim, connected(sim) as h:
         with pytest.raises(DeviceRejectedError):
             await h.driver.trigger()
-
-
-def _context_for_url(url: str) -> DriverContext:
-    from drivers.transport.spec import TransportSpec
-
-    return DriverContext(
-        device_id=DEVICE,
-        transport=TransportSpec(url=url),
-        events=_ignore,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        connect_timeout_s=5.0,
-        response_timeout_s=SHORT_TIMEOUT_S,
-    )
-
-
-async def _ignore(event: DeviceEvent) -> None:
-    pass

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
-import structlog
 
-from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
+from drivers.base import DeviceInfo, DriverOptions
 from drivers.framing.zipher import ZipherFrame
 from drivers.printer.base import (
     EvidenceKind,
@@ -20,121 +17,39 @@ from drivers.printer.base import (
     LoadStyle,
     PrinterCapabilities,
     PrinterState,
-    PrinterStatusChanged,
     PrintEvidence,
     PrintOutcome,
     PrintRecord,
 )
 from drivers.printer.zipher import MODEL, ZipherPrinter
-from drivers.transport.spec import SerialSettings, TransportSpec
+from drivers.transport.spec import TransportSpec
 from edge.errors import DeviceRejectedError, TransientDeviceError
 from edge.registry import driver_class
 from simulators.faults import Corrupt, Disconnect, Garbage
 from simulators.printer import ReplyFault
 from simulators.zipher import ZipherSim, from_options
+from tests.drivers.printer_harness import (
+    GS,
+    HANG_GUARD_S,
+    SHORT_TIMEOUT_S,
+    Harness,
+    connected_driver,
+    ignore,
+    make_context,
+    spec_for,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-DEVICE = "printer-1"
-GS = "\x1d"
+    from drivers.base import EventSink
+
 JOBS = {"SERIAL": ("CODE",), "CARTON": ("CODE", "LOT")}
 OPTIONS = ZipherPrinter.Options(job="SERIAL", status_interval_s=0.01)
-
-# Only a guard against a hang turning into a 60 s pytest-timeout; nothing here measures time.
-HANG_GUARD_S = 10.0
-SHORT_TIMEOUT_S = 0.3
-"""Response timeout for the tests where a missing answer is what is tested."""
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
-    return request.param
 
 
 def record(n: int) -> PrintRecord:
     return PrintRecord(100 + n, (("CODE", f"0109501101530003{GS}21SN{n:04d}"),))
-
-
-async def no_wait(seconds: float) -> None:
-    await asyncio.sleep(0)  # the driver's polls then run back to back, as fast as the link answers
-
-
-class Events:
-    """Every event the driver emitted, in order, with a way to wait for some."""
-
-    def __init__(self) -> None:
-        self.items: list[DeviceEvent] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, event: DeviceEvent) -> None:
-        self.items.append(event)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[DeviceEvent], bool], count: int = 1) -> list[DeviceEvent]:
-        async with asyncio.timeout(HANG_GUARD_S):
-            while len(found := [e for e in self.items if predicate(e)]) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return found
-
-    def evidence(self, outcome: PrintOutcome) -> list[int]:
-        return [e.record_id for e in self.items if isinstance(e, PrintEvidence) and e.outcome is outcome]
-
-    def garbage(self) -> list[DeviceGarbage]:
-        return [e for e in self.items if isinstance(e, DeviceGarbage)]
-
-    def statuses(self) -> list[PrinterStatusChanged]:
-        return [e for e in self.items if isinstance(e, PrinterStatusChanged)]
-
-    async def printed(self, count: int) -> list[int]:
-        await self.wait_for(_is(PrintOutcome.PRINTED), count)
-        return self.evidence(PrintOutcome.PRINTED)
-
-    async def status(self, state: PrinterState) -> PrinterStatusChanged:
-        found = await self.wait_for(lambda e: isinstance(e, PrinterStatusChanged) and e.status.state is state)
-        event = found[-1]
-        assert isinstance(event, PrinterStatusChanged)
-        return event
-
-
-def _is(outcome: PrintOutcome) -> Callable[[DeviceEvent], bool]:
-    return lambda e: isinstance(e, PrintEvidence) and e.outcome is outcome
-
-
-def make_context(spec: TransportSpec, events, *, response_timeout_s: float = 2.0) -> DriverContext:
-    return DriverContext(
-        device_id=DEVICE,
-        transport=spec,
-        events=events,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        sleep=no_wait,
-        connect_timeout_s=5.0,
-        response_timeout_s=response_timeout_s,
-    )
-
-
-def spec_for(sim: ZipherSim) -> TransportSpec:
-    return sim.transport_spec(SerialSettings(baudrate=115200))
-
-
-@dataclass
-class Connected:
-    driver: ZipherPrinter
-    events: Events
-    task: asyncio.Task[None] | None = None
-    extra: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def run(self) -> None:
-        self.task = asyncio.create_task(self.driver.run())
-
-    async def ended(self) -> None:
-        """Wait for run() to end and re-raise what ended it."""
-        assert self.task is not None
-        async with asyncio.timeout(HANG_GUARD_S):
-            await self.task
 
 
 @contextlib.asynccontextmanager
@@ -144,22 +59,13 @@ async def connected(
     *,
     run: bool = False,
     response_timeout_s: float = 2.0,
-) -> AsyncIterator[Connected]:
-    events = Events()
-    driver = ZipherPrinter(make_context(spec_for(sim), events, response_timeout_s=response_timeout_s), options)
-    conn = Connected(driver, events)
-    try:
-        assert await driver.connect() == DeviceInfo(model=MODEL)
-        if run:
-            conn.run()
+) -> AsyncIterator[Harness[ZipherPrinter]]:
+    def build(events: EventSink) -> ZipherPrinter:
+        return ZipherPrinter(make_context(spec_for(sim), events, response_timeout_s=response_timeout_s), options)
+
+    async with connected_driver(build, run=run) as conn:
+        assert conn.info == DeviceInfo(model=MODEL)
         yield conn
-    finally:
-        if conn.task is not None:
-            conn.task.cancel()
-            await asyncio.wait([conn.task])
-            if not conn.task.cancelled():
-                conn.task.exception()  # already checked by the test, or irrelevant to it
-        await driver.close()
 
 
 async def polls(sim: ZipherSim, count: int) -> None:
@@ -197,7 +103,7 @@ async def test_capabilities_as_declared():
 
 async def test_a_device_limit_below_the_depth_is_refused_at_connect():
     async with ZipherSim(depth=20) as sim:
-        driver = ZipherPrinter(make_context(spec_for(sim), Events()), OPTIONS)
+        driver = ZipherPrinter(make_context(spec_for(sim), ignore), OPTIONS)
         with pytest.raises(DeviceRejectedError, match="32 records"):
             await driver.connect()
         await driver.close()
@@ -207,7 +113,7 @@ async def test_leading_cr_option_is_harmless_to_the_printer():
     options = ZipherPrinter.Options(job="SERIAL", leading_cr=True)
     async with ZipherSim() as sim, connected(sim, options) as conn:
         await conn.driver.load([record(1)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101]
+        assert conn.reported(PrintOutcome.SENT) == [101]
         assert "ERR" not in codes(sim)
 
 
@@ -216,7 +122,7 @@ async def test_connect_waits_for_the_slow_power_up():
     async with ZipherSim(shutdown_s=60, startup_s=15, clock=lambda: now[0]) as sim:
         for at, state in ((0.0, "SHUT_DOWN"), (61.0, "STARTING_UP")):
             now[0] = at
-            driver = ZipherPrinter(make_context(spec_for(sim), Events()), OPTIONS)
+            driver = ZipherPrinter(make_context(spec_for(sim), ignore), OPTIONS)
             with pytest.raises(TransientDeviceError, match=state):
                 await driver.connect()
             await driver.close()
@@ -227,7 +133,7 @@ async def test_connect_waits_for_the_slow_power_up():
 
 async def test_the_driver_is_single_use_and_run_needs_connect():
     async with ZipherSim() as sim:
-        driver = ZipherPrinter(make_context(spec_for(sim), Events()), OPTIONS)
+        driver = ZipherPrinter(make_context(spec_for(sim), ignore), OPTIONS)
         with pytest.raises(RuntimeError, match="connect"):
             await driver.run()
         await driver.connect()
@@ -254,7 +160,7 @@ async def test_select_job_and_unknown_job():
 
 async def test_an_unknown_configured_job_fails_connect():
     async with ZipherSim() as sim:
-        driver = ZipherPrinter(make_context(spec_for(sim), Events()), ZipherPrinter.Options(job="NOPE"))
+        driver = ZipherPrinter(make_context(spec_for(sim), ignore), ZipherPrinter.Options(job="NOPE"))
         with pytest.raises(DeviceRejectedError, match="NOPE"):
             await driver.connect()
         await driver.close()
@@ -267,13 +173,13 @@ async def test_records_print_in_order_with_their_ids(transport):
     records = [record(n) for n in range(5)]
     async with ZipherSim(transport=transport) as sim, connected(sim, run=True) as conn:
         await conn.driver.load(records)
-        assert conn.events.evidence(PrintOutcome.SENT) == [r.record_id for r in records]
+        assert conn.reported(PrintOutcome.SENT) == [r.record_id for r in records]
         await conn.driver.start()
         for _ in records:
             assert sim.product_detect() is not None
-        assert await conn.events.printed(5) == [r.record_id for r in records]
+        assert await conn.printed(5) == [r.record_id for r in records]
         await polls(sim, 3)
-        assert conn.events.evidence(PrintOutcome.PRINTED) == [r.record_id for r in records]
+        assert conn.reported(PrintOutcome.PRINTED) == [r.record_id for r in records]
     assert [p.fields for p in sim.engine.printed] == [r.fields for r in records]
     assert codes(sim).count("SHO") == 1
     assert sim.header == ("CODE",)
@@ -286,7 +192,7 @@ async def test_several_fields_in_the_order_given():
         await conn.driver.load([carton])
         await conn.driver.start()
         sim.product_detect()
-        assert await conn.events.printed(1) == [7]
+        assert await conn.printed(1) == [7]
     assert sim.engine.printed[0].fields == carton.fields
     assert ZipherFrame("SHO", ("CODE", "LOT")) in sim.commands
     assert ZipherFrame("SDO", ("X1", "L-9")) in sim.commands
@@ -300,9 +206,9 @@ async def test_clear_then_a_product_detect_prints_nothing_from_before():
         assert sim.product_detect() is None
         await conn.driver.load([record(4)])
         sim.product_detect()
-        assert await conn.events.printed(1) == [104]
+        assert await conn.printed(1) == [104]
         await polls(sim, 3)
-        assert conn.events.evidence(PrintOutcome.PRINTED) == [104]
+        assert conn.reported(PrintOutcome.PRINTED) == [104]
     assert [p.value("CODE") for p in sim.engine.printed] == [record(4).value("CODE")]
     assert codes(sim).count("SHO") == 2  # the header again after the clear
 
@@ -315,9 +221,9 @@ async def test_trigger_prints_now_and_evidence_still_comes_from_slr():
         await conn.driver.start()
         await conn.driver.trigger()
         assert len(sim.engine.printed) == 1  # the ACK came after the print
-        assert conn.events.evidence(PrintOutcome.PRINTED) == []
+        assert conn.reported(PrintOutcome.PRINTED) == []
         conn.run()
-        assert await conn.events.printed(1) == [101]
+        assert await conn.printed(1) == [101]
 
 
 async def test_a_refused_record_fails_alone_and_the_next_is_sent():
@@ -325,23 +231,23 @@ async def test_a_refused_record_fails_alone_and_the_next_is_sent():
         await conn.driver.load([record(1)])
         sim.engine.inject_reply(ReplyFault.NAK)
         await conn.driver.load([record(2), record(3)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101, 103]
-        failed = [e for e in conn.events.items if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.FAILED]
+        assert conn.reported(PrintOutcome.SENT) == [101, 103]
+        failed = [e for e in conn.seen if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.FAILED]
         assert [e.record_id for e in failed] == [102]
         assert "ERR" in failed[0].detail
         await conn.driver.start()
         conn.run()
         sim.product_detect()
         sim.product_detect()
-        assert await conn.events.printed(2) == [101, 103]
+        assert await conn.printed(2) == [101, 103]
     assert [p.value("CODE") for p in sim.engine.printed] == [record(1).value("CODE"), record(3).value("CODE")]
 
 
 async def test_buffer_full_fails_the_records_beyond_the_depth():
     async with ZipherSim() as sim, connected(sim, ZipherPrinter.Options(job="SERIAL", depth=2)) as conn:
         await conn.driver.load([record(1), record(2), record(3)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101, 102]
-        assert conn.events.evidence(PrintOutcome.FAILED) == [103]
+        assert conn.reported(PrintOutcome.SENT) == [101, 102]
+        assert conn.reported(PrintOutcome.FAILED) == [103]
         assert sim.engine.buffered == 2
 
 
@@ -349,9 +255,9 @@ async def test_a_value_the_protocol_cannot_carry_fails_naming_its_field():
     bad = PrintRecord(9, (("CODE", "A|B"),))
     async with ZipherSim() as sim, connected(sim) as conn:
         await conn.driver.load([bad, record(1)])
-        assert conn.events.evidence(PrintOutcome.FAILED) == [9]
-        assert conn.events.evidence(PrintOutcome.SENT) == [101]
-        failed = conn.events.items[0]
+        assert conn.reported(PrintOutcome.FAILED) == [9]
+        assert conn.reported(PrintOutcome.SENT) == [101]
+        failed = conn.seen[0]
         assert isinstance(failed, PrintEvidence)
         assert "'CODE'" in failed.detail
         assert sim.engine.buffered == 1
@@ -362,7 +268,7 @@ async def test_records_the_driver_never_gave_make_the_load_fail():
         sim.engine.enqueue((("CODE", "behind the driver's back"),))
         with pytest.raises(TransientDeviceError, match="no longer matches"):
             await conn.driver.load([record(1)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101]
+        assert conn.reported(PrintOutcome.SENT) == [101]
 
 
 # Status and counters
@@ -370,20 +276,20 @@ async def test_records_the_driver_never_gave_make_the_load_fail():
 
 async def test_status_mapping_and_ink_out():
     async with ZipherSim() as sim, connected(sim, run=True) as conn:
-        assert (await conn.events.status(PrinterState.READY)).status.detail == "Offline"
+        assert (await conn.status(PrinterState.READY)).status.detail == "Offline"
         await conn.driver.start()
-        await conn.events.status(PrinterState.PRINTING)
+        await conn.status(PrinterState.PRINTING)
         sim.engine.set_fault(FaultReason.INK_OUT)
-        fault = await conn.events.status(PrinterState.FAULT)
+        fault = await conn.status(PrinterState.FAULT)
         assert fault.status.faults == {FaultReason.INK_OUT}
         assert "102 Ink out" in fault.status.detail
         sim.engine.clear_fault(FaultReason.INK_OUT)
         await polls(sim, 2)
-        assert conn.events.statuses()[-1].status.state is PrinterState.PRINTING
+        assert conn.statuses()[-1].status.state is PrinterState.PRINTING
         await conn.driver.stop()
-        assert conn.events.statuses()[-1].status.state is not PrinterState.FAULT
+        assert conn.statuses()[-1].status.state is not PrinterState.FAULT
         assert (await conn.driver.status()).state is PrinterState.READY
-    states = [e.status.state for e in conn.events.statuses()]
+    states = [e.status.state for e in conn.statuses()]
     assert states == [PrinterState.READY, PrinterState.PRINTING, PrinterState.FAULT, PrinterState.PRINTING,
                       PrinterState.READY][: len(states)]
 
@@ -391,9 +297,9 @@ async def test_status_mapping_and_ink_out():
 async def test_an_empty_buffer_at_a_product_detect_is_a_warning():
     async with ZipherSim() as sim, connected(sim, run=True) as conn:
         await conn.driver.start()
-        await conn.events.status(PrinterState.PRINTING)
+        await conn.status(PrinterState.PRINTING)
         sim.product_detect()
-        warned = await conn.events.status(PrinterState.WARNING)
+        warned = await conn.status(PrinterState.WARNING)
         assert warned.status.faults == {FaultReason.BUFFER_UNDERRUN}
 
 
@@ -410,7 +316,7 @@ async def test_counters():
         await conn.driver.start()
         sim.product_detect()
         sim.product_detect()
-        await conn.events.printed(2)
+        await conn.printed(2)
         counters = await conn.driver.counters()
         assert (counters.printed, counters.buffered) == (2, 2)
 
@@ -422,8 +328,8 @@ async def test_garbage_before_an_answer_is_reported_and_the_driver_goes_on():
     async with ZipherSim() as sim, connected(sim) as conn:
         sim.faults.inject(Garbage(b"\x00\xffnoise"))
         await conn.driver.load([record(1)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101]
-        assert [(g.data, g.reason) for g in conn.events.garbage()] == [(b"\x00\xffnoise", "bytes before a frame")]
+        assert conn.reported(PrintOutcome.SENT) == [101]
+        assert [(g.data, g.reason) for g in conn.garbage()] == [(b"\x00\xffnoise", "bytes before a frame")]
         assert (await conn.driver.counters()).buffered == 1
 
 
@@ -432,7 +338,7 @@ async def test_a_corrupted_answer_is_garbage_and_no_answer_at_all():
         sim.faults.inject(Corrupt(offset=0, mask=0x20))  # "ACK" → "aCK"
         with pytest.raises(TransientDeviceError, match="no answer"):
             await conn.driver.clear()
-        assert [g.data for g in conn.events.garbage()] == [b"aCK"]
+        assert [g.data for g in conn.garbage()] == [b"aCK"]
 
 
 async def test_a_corrupted_index_never_reports_a_wrong_record():
@@ -442,11 +348,11 @@ async def test_a_corrupted_index_never_reports_a_wrong_record():
         sim.product_detect()
         sim.faults.inject(Corrupt(offset=4, mask=0x08))  # the first SLR poll: "SLR|0|" → "SLR|8|"
         conn.run()
-        assert await conn.events.printed(1) == [101]
+        assert await conn.printed(1) == [101]
         await polls(sim, 3)
-        assert conn.events.evidence(PrintOutcome.PRINTED) == [101]
-        assert [g.data for g in conn.events.garbage()] == [b"SLR|8|"]
-        assert "names no record" in conn.events.garbage()[0].reason
+        assert conn.reported(PrintOutcome.PRINTED) == [101]
+        assert [g.data for g in conn.garbage()] == [b"SLR|8|"]
+        assert "names no record" in conn.garbage()[0].reason
 
 
 async def test_a_missing_answer_fails_the_pending_call_within_the_timeout():
@@ -464,33 +370,33 @@ async def test_duplicate_answers_never_duplicate_or_misplace_a_print():
         await conn.driver.load([record(1)])
         sim.engine.inject_reply(ReplyFault.DUPLICATE)  # the SDO of record 2
         await conn.driver.load([record(2), record(3)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101, 102, 103]
+        assert conn.reported(PrintOutcome.SENT) == [101, 102, 103]
         await conn.driver.start()
         sim.engine.inject_reply(ReplyFault.DUPLICATE, count=3)  # the first SLR polls
         conn.run()
         for _ in range(3):
             sim.product_detect()
-        assert await conn.events.printed(3) == [101, 102, 103]
+        assert await conn.printed(3) == [101, 102, 103]
         await polls(sim, 5)
-        assert conn.events.evidence(PrintOutcome.PRINTED) == [101, 102, 103]
-        assert conn.events.garbage()  # the extra answers were reported as strays
-        assert all(g.reason == "answer nobody asked for" for g in conn.events.garbage())
+        assert conn.reported(PrintOutcome.PRINTED) == [101, 102, 103]
+        assert conn.garbage()  # the extra answers were reported as strays
+        assert all(g.reason == "answer nobody asked for" for g in conn.garbage())
 
 
 async def test_a_delayed_answer_within_the_timeout_works():
     async with ZipherSim() as sim, connected(sim) as conn:
         sim.engine.inject_reply(ReplyFault.DELAYED, delay_s=0.1)
         await conn.driver.load([record(1)])
-        assert conn.events.evidence(PrintOutcome.SENT) == [101]
+        assert conn.reported(PrintOutcome.SENT) == [101]
 
 
 async def test_a_disconnect_mid_frame_ends_run(transport):
     async with ZipherSim(transport=transport) as sim, connected(sim, run=True) as conn:
-        await conn.events.status(PrinterState.READY)
+        await conn.status(PrinterState.READY)
         sim.faults.inject(Disconnect(after_bytes=3))
         with pytest.raises(TransientDeviceError):
             await conn.ended()
-        assert conn.events.evidence(PrintOutcome.PRINTED) == []
+        assert conn.reported(PrintOutcome.PRINTED) == []
 
 
 async def test_a_disconnect_mid_answer_fails_the_pending_call(transport):
@@ -516,7 +422,7 @@ async def test_after_a_power_cycle_a_new_driver_connects_and_clear_empties_the_p
             await conn.driver.load([record(9)])
             await conn.driver.start()
             sim.product_detect()
-            assert await conn.events.printed(1) == [109]
+            assert await conn.printed(1) == [109]
 
 
 # Registry, options, simulator catalog
@@ -537,7 +443,7 @@ def test_options_refuse_unknown_keys_and_a_depth_beyond_the_device():
 
 def test_other_options_are_refused():
     with pytest.raises(TypeError):
-        ZipherPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), Events()), DriverOptions())
+        ZipherPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), ignore), DriverOptions())
 
 
 async def test_from_options_builds_the_printer_the_options_describe():
@@ -547,4 +453,4 @@ async def test_from_options_builds_the_printer_the_options_describe():
     assert sim.max_records == 60
     async with sim, connected(sim, options) as conn:
         await conn.driver.load([PrintRecord(1, (("CODE", "A"), ("LOT", "B")))])
-        assert conn.events.evidence(PrintOutcome.SENT) == [1]
+        assert conn.reported(PrintOutcome.SENT) == [1]

@@ -1,0 +1,11 @@
+"""Fixtures of the driver tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=["tcp", "pty"])
+def transport(request) -> str:
+    """The kind of link a simulator serves: a loopback socket, or a pseudo-terminal pair."""
+    return request.param
