@@ -22,7 +22,7 @@ from drivers.plc.base import Station
 if TYPE_CHECKING:
     from simulators.base import Sleep
     from simulators.defects import Defect
-    from simulators.printer import PrinterEngine, Printed
+    from simulators.printer import Printed, PrinterEngine
 
 STEP_COUNTS: Final = 10
 """Encoder counts the simulated belt moves per step: fine enough that no two events of one pack share a step."""
@@ -74,11 +74,11 @@ DefectPlan = Callable[[int], tuple["Defect", ...]]
 """Defects planned for the pack with this sequence number."""
 
 
-def _reject_all(product: SimProduct) -> bool:
+def _reject_all(_product: SimProduct) -> bool:
     return False
 
 
-def _no_defects(seq: int) -> tuple[Defect, ...]:
+def _no_defects(_seq: int) -> tuple[Defect, ...]:
     return ()
 
 
