@@ -19,3 +19,12 @@ class LineResumable(DeviceEvent):
     """The station that asked for a hold can go on again (the operator still decides to unhold)."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineStopRequest(DeviceEvent):
+    """A station asks the line to stop: an alarm (unconfirmed reject, tracking broken, too many rejects)."""
+
+    alarm: str
+    """The alarm's kind, like reject-not-confirmed."""
+    reason: str

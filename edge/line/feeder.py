@@ -40,12 +40,11 @@ from drivers.printer.base import (
 )
 from edge.errors import BatchError, IllegalTransitionError, SerialError
 from edge.line.events import LineHoldRequest, LineResumable
-from edge.line.records import PrintPlan, order_of, plan_for
+from edge.line.records import BatchDocuments, PrintPlan, order_of, plan_for
 from edge.products.models import Product
 from edge.serials.states import BatchState, SerialState
 
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Mapping
 
     from drivers.base import Clock, Driver
@@ -268,7 +267,7 @@ class PrintFeeder:
     async def _plan_for(self, batch: BatchRow) -> PrintPlan | None:
         if self._plan is not None and self._plan.batch.id == batch.id:
             return self._plan
-        product_json, order_json = await self._ledger.store.read(_batch_documents(batch.id))
+        product_json, order_json = await self._ledger.store.read(BatchDocuments(batch.id))
         try:
             product = Product.model_validate(json.loads(product_json))
             self._plan = plan_for(self.device_id, batch, product, order_of(order_json), self._fields)
@@ -375,18 +374,3 @@ class PrintFeeder:
         for serial_id in ids:
             moved += await self._move_tolerant([serial_id], to, reason)
         return moved
-
-
-def _batch_documents(batch_id: int) -> _ReadDocuments:
-    return _ReadDocuments(batch_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _ReadDocuments:
-    batch_id: int
-
-    def __call__(self, conn: sqlite3.Connection) -> tuple[str, str]:
-        row = conn.execute("SELECT product_json, order_json FROM batch WHERE id = ?", (self.batch_id,)).fetchone()
-        if row is None:
-            raise BatchError(f"batch {self.batch_id} is gone")
-        return str(row[0]), str(row[1])

@@ -11,6 +11,7 @@ from edge.errors import BatchError
 from edge.gs1.element import build, build_hri
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Mapping
 
     from edge.products.models import PrintTemplate, Product
@@ -81,3 +82,16 @@ def order_of(order_json: str) -> dict[str, object]:
     if not isinstance(data, dict):
         raise BatchError("a stored work order is not a mapping")
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDocuments:
+    """A store read: the batch's product snapshot and work order, as stored (JSON text)."""
+
+    batch_id: int
+
+    def __call__(self, conn: sqlite3.Connection) -> tuple[str, str]:
+        row = conn.execute("SELECT product_json, order_json FROM batch WHERE id = ?", (self.batch_id,)).fetchone()
+        if row is None:
+            raise BatchError(f"batch {self.batch_id} is gone")
+        return str(row[0]), str(row[1])
