@@ -6,6 +6,6 @@ import pytest
 
 
 @pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
+def transport(request: pytest.FixtureRequest) -> str:
     """The kind of link a simulator serves: a loopback socket, or a pseudo-terminal pair."""
-    return request.param
+    return str(request.param)

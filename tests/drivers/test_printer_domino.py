@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
-import structlog
 
-from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
+from drivers.base import DeviceGarbage, DeviceInfo, DriverOptions
 from drivers.printer.base import (
     EvidenceKind,
     FaultReason,
@@ -26,30 +23,28 @@ from drivers.printer.base import (
     PrintRecord,
 )
 from drivers.printer.domino import MODEL, DominoPrinter
-from drivers.transport.spec import SerialSettings, TransportSpec
+from drivers.transport.spec import TransportSpec
 from edge.errors import DeviceRejectedError, TransientDeviceError
 from edge.registry import driver_class
 from simulators.base import Simulator
 from simulators.domino import DominoSim, from_options
 from simulators.faults import Corrupt, Disconnect, Garbage
 from simulators.printer import ReplyFault
+from tests.drivers.printer_harness import (
+    GS,
+    HANG_GUARD_S,
+    SHORT_TIMEOUT_S,
+    Harness,
+    connected_driver,
+    ignore,
+    make_context,
+    spec_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-DEVICE = "printer-1"
-GS = "\x1d"
-
-# Only a guard against a hang turning into a 60 s pytest-timeout; nothing here measures time.
-HANG_GUARD_S = 10.0
-SHORT_TIMEOUT_S = 0.3
-"""Response timeout for the tests where a missing answer is what is tested."""
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
-    return request.param
+    from drivers.base import EventSink
 
 
 def options(**values) -> DominoPrinter.Options:
@@ -64,92 +59,17 @@ def records(*ids: int) -> list[PrintRecord]:
     return [PrintRecord(i, (("CODE", code(i)),)) for i in ids]
 
 
-async def no_wait(seconds: float) -> None:
-    await asyncio.sleep(0)
-
-
-@dataclass
-class Harness:
-    driver: DominoPrinter
-    sim: DominoSim
-    events: asyncio.Queue[DeviceEvent]
-    seen: list[DeviceEvent] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-    def run(self) -> None:
-        self.task = asyncio.create_task(self.driver.run())
-
-    async def next(self, kind: type[DeviceEvent] = DeviceEvent, where=lambda e: True) -> DeviceEvent:
-        """Return the next event of kind matching where, remembering every event on the way."""
-        async with asyncio.timeout(HANG_GUARD_S):
-            while True:
-                event = await self.events.get()
-                self.seen.append(event)
-                if isinstance(event, kind) and where(event):
-                    return event
-
-    async def printed(self, count: int) -> list[int]:
-        """Wait for count more PRINTED events; return their record ids."""
-        return [
-            (await self.next(PrintEvidence, lambda e: e.outcome is PrintOutcome.PRINTED)).record_id  # type: ignore[attr-defined]
-            for _ in range(count)
-        ]
-
-    async def status(self, state: PrinterState) -> PrinterStatusChanged:
-        event = await self.next(PrinterStatusChanged, lambda e: e.status.state is state)
-        assert isinstance(event, PrinterStatusChanged)
-        return event
-
-    def drain(self) -> list[DeviceEvent]:
-        while not self.events.empty():
-            self.seen.append(self.events.get_nowait())
-        return self.seen
-
-    def outcomes(self, outcome: PrintOutcome) -> list[int]:
-        return [e.record_id for e in self.drain() if isinstance(e, PrintEvidence) and e.outcome is outcome]
-
-    async def ended(self) -> None:
-        """Wait for run() to end and re-raise what ended it."""
-        assert self.task is not None
-        async with asyncio.timeout(HANG_GUARD_S):
-            await self.task
-
-
-def make_context(spec: TransportSpec, events, *, response_timeout_s: float = 2.0) -> DriverContext:
-    return DriverContext(
-        device_id=DEVICE,
-        transport=spec,
-        events=events,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        sleep=no_wait,
-        connect_timeout_s=5.0,
-        response_timeout_s=response_timeout_s,
-    )
-
-
-def spec_for(sim: Simulator) -> TransportSpec:
-    return sim.transport_spec(SerialSettings(baudrate=115200))
-
-
 @contextlib.asynccontextmanager
 async def connected(
     sim: DominoSim, opts: DominoPrinter.Options | None = None, *, response_timeout_s: float = 2.0
-) -> AsyncIterator[Harness]:
-    events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
-    context = make_context(spec_for(sim), events.put, response_timeout_s=response_timeout_s)
-    driver = DominoPrinter(context, opts or options())
-    harness = Harness(driver, sim, events)
-    try:
-        assert await driver.connect() == DeviceInfo(model=MODEL)
+) -> AsyncIterator[Harness[DominoPrinter]]:
+    def build(events: EventSink) -> DominoPrinter:
+        context = make_context(spec_for(sim), events, response_timeout_s=response_timeout_s)
+        return DominoPrinter(context, opts or options())
+
+    async with connected_driver(build) as harness:
+        assert harness.info == DeviceInfo(model=MODEL)
         yield harness
-    finally:
-        if harness.task is not None:
-            harness.task.cancel()
-            await asyncio.wait([harness.task])
-            if not harness.task.cancelled():
-                harness.task.exception()  # already checked by the test, or irrelevant to it
-        await driver.close()
 
 
 # -- connect, jobs, capabilities ---------------------------------------------------------------------
@@ -164,7 +84,7 @@ async def test_connect_handshakes_and_selects_the_job(transport):
 
 async def test_connect_to_a_device_that_does_not_answer_fails_within_the_response_timeout():
     async with Simulator() as silent:
-        driver = DominoPrinter(make_context(spec_for(silent), _ignore, response_timeout_s=SHORT_TIMEOUT_S), options())
+        driver = DominoPrinter(make_context(spec_for(silent), ignore, response_timeout_s=SHORT_TIMEOUT_S), options())
         with pytest.raises(TransientDeviceError, match="no answer"):
             await driver.connect()
         await driver.close()
@@ -172,7 +92,7 @@ async def test_connect_to_a_device_that_does_not_answer_fails_within_the_respons
 
 async def test_connect_with_an_unknown_job_is_rejected_and_leaves_nothing_open():
     async with DominoSim() as sim:
-        driver = DominoPrinter(make_context(spec_for(sim), _ignore), options(job="NOPE"))
+        driver = DominoPrinter(make_context(spec_for(sim), ignore), options(job="NOPE"))
         with pytest.raises(DeviceRejectedError, match='"NOPE"'):
             await driver.connect()
         await driver.close()
@@ -210,12 +130,12 @@ async def test_capabilities_as_declared():
 async def test_loaded_records_print_in_order_with_their_ids(transport):
     async with DominoSim(transport=transport) as sim, connected(sim) as h:
         await h.driver.load(records(11, 12, 13, 14))
-        assert h.outcomes(PrintOutcome.SENT) == [11, 12, 13, 14]
+        assert h.reported(PrintOutcome.SENT) == [11, 12, 13, 14]
         await h.driver.start()
         h.run()
         for _ in range(4):
             assert sim.product_detect() is not None
-        assert await h.printed(4) == [11, 12, 13, 14]
+        assert await h.next_printed(4) == [11, 12, 13, 14]
         assert [p.value("CODE") for p in sim.engine.printed] == [code(i) for i in (11, 12, 13, 14)]
         assert sim.engine.buffered == 0
 
@@ -226,14 +146,14 @@ async def test_prints_between_loads_are_reported_once_each():
         h.run()
         await h.driver.load(records(1, 2))
         sim.product_detect()
-        assert await h.printed(1) == [1]
+        assert await h.next_printed(1) == [1]
         await h.driver.load(records(3))
         sim.product_detect()
         sim.product_detect()
-        assert await h.printed(2) == [2, 3]
+        assert await h.next_printed(2) == [2, 3]
         sim.product_detect()  # nothing left: an underrun, not a print
-        await h.status(PrinterState.WARNING)
-        assert h.outcomes(PrintOutcome.PRINTED) == [1, 2, 3]
+        await h.next_status(PrinterState.WARNING)
+        assert h.reported(PrintOutcome.PRINTED) == [1, 2, 3]
 
 
 async def test_records_with_several_fields_fill_each_variable():
@@ -243,7 +163,7 @@ async def test_records_with_several_fields_fill_each_variable():
         batch = [PrintRecord(i, (("SN", f"SN{i}"), ("LOT", "L1"))) for i in (1, 2)]
         wrong = PrintRecord(3, (("LOT", "L1"), ("SN", "SN3")))
         await h.driver.load([batch[0], wrong, batch[1]])
-        assert h.outcomes(PrintOutcome.SENT) == [1, 2]
+        assert h.reported(PrintOutcome.SENT) == [1, 2]
         failed = [e for e in h.seen if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.FAILED]
         assert [e.record_id for e in failed] == [3]
         assert "not the printer's" in failed[0].detail
@@ -251,7 +171,7 @@ async def test_records_with_several_fields_fill_each_variable():
         h.run()
         sim.product_detect()
         sim.product_detect()
-        assert await h.printed(2) == [1, 2]
+        assert await h.next_printed(2) == [1, 2]
         assert [p.fields for p in sim.engine.printed] == [
             (("SN", "SN1"), ("LOT", "L1")),
             (("SN", "SN2"), ("LOT", "L1")),
@@ -261,15 +181,15 @@ async def test_records_with_several_fields_fill_each_variable():
 async def test_a_value_the_framing_cannot_carry_is_failed_not_sent():
     async with DominoSim() as sim, connected(sim) as h:
         await h.driver.load([PrintRecord(1, (("CODE", "bad\x03value"),)), *records(2)])
-        assert h.outcomes(PrintOutcome.SENT) == [2]
-        assert h.outcomes(PrintOutcome.FAILED) == [1]
+        assert h.reported(PrintOutcome.SENT) == [2]
+        assert h.reported(PrintOutcome.FAILED) == [1]
         assert sim.engine.buffered == 1
 
 
 async def test_the_driver_never_lets_the_queue_overflow():
     async with DominoSim(queue_limit=3) as sim, connected(sim, options(queue_limit=3)) as h:
         await h.driver.load(records(1, 2, 3, 4))
-        assert h.outcomes(PrintOutcome.SENT) == [1, 2, 3]
+        assert h.reported(PrintOutcome.SENT) == [1, 2, 3]
         failed = [e for e in h.seen if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.FAILED]
         assert [e.record_id for e in failed] == [4]
         assert "may be full" in failed[0].detail
@@ -278,7 +198,7 @@ async def test_the_driver_never_lets_the_queue_overflow():
         sim.product_detect()
         await h.driver.counters()  # a fresh count: room again
         await h.driver.load(records(5))
-        assert h.outcomes(PrintOutcome.SENT) == [1, 2, 3, 5]
+        assert h.reported(PrintOutcome.SENT) == [1, 2, 3, 5]
 
 
 async def test_clear_then_product_detect_prints_nothing_from_before(transport):
@@ -289,11 +209,11 @@ async def test_clear_then_product_detect_prints_nothing_from_before(transport):
         await h.driver.start()
         h.run()
         assert sim.product_detect() is None
-        await h.status(PrinterState.WARNING)  # the underrun, seen by a poll after the detect
+        await h.next_status(PrinterState.WARNING)  # the underrun, seen by a poll after the detect
         await h.driver.load(records(4))
         sim.product_detect()
-        assert await h.printed(1) == [4]
-        assert h.outcomes(PrintOutcome.PRINTED) == [4]
+        assert await h.next_printed(1) == [4]
+        assert h.reported(PrintOutcome.PRINTED) == [4]
         assert [p.value("CODE") for p in sim.engine.printed] == [code(4)]
 
 
@@ -303,7 +223,7 @@ async def test_answers_ended_by_lf_alone_work_too():
         await h.driver.start()
         h.run()
         sim.product_detect()
-        assert await h.printed(1) == [1]
+        assert await h.next_printed(1) == [1]
 
 
 async def test_start_and_stop():
@@ -319,18 +239,18 @@ async def test_status_mapping(transport):
         assert (await h.driver.status()).state is PrinterState.READY
         h.run()
         first = await h.next(PrinterStatusChanged)
-        assert first.status.state is PrinterState.READY  # type: ignore[attr-defined]
+        assert first.status.state is PrinterState.READY
         await h.driver.start()
-        await h.status(PrinterState.PRINTING)
+        await h.next_status(PrinterState.PRINTING)
         sim.engine.set_fault(FaultReason.INK_OUT)
-        fault = await h.status(PrinterState.FAULT)
+        fault = await h.next_status(PrinterState.FAULT)
         assert fault.status.faults == frozenset({FaultReason.INK_OUT})
         assert "InkOut" in fault.status.detail
         sim.engine.set_fault(FaultReason.DOOR_OPEN)
         both = await h.next(PrinterStatusChanged)
-        assert both.status.faults == frozenset({FaultReason.INK_OUT, FaultReason.DOOR_OPEN})  # type: ignore[attr-defined]
+        assert both.status.faults == frozenset({FaultReason.INK_OUT, FaultReason.DOOR_OPEN})
         sim.engine.clear_fault()
-        printing = await h.status(PrinterState.PRINTING)
+        printing = await h.next_status(PrinterState.PRINTING)
         assert printing.status.faults == frozenset()
         status_events = [e for e in h.drain() if isinstance(e, PrinterStatusChanged)]
         assert all(a.status != b.status for a, b in itertools.pairwise(status_events))
@@ -376,13 +296,13 @@ async def test_records_the_driver_never_gave_are_reported_not_printed():
         sim.engine.enqueue((("CODE", "FOREIGN"),))
         h.run()
         garbage = await h.next(DeviceGarbage)
-        assert "above the 1 record" in garbage.reason  # type: ignore[attr-defined]
+        assert "above the 1 record" in garbage.reason
         await h.driver.start()
         sim.product_detect()  # prints record 1: the count is now 1, one record mirrored
-        await h.status(PrinterState.PRINTING)
+        await h.next_status(PrinterState.PRINTING)
         sim.product_detect()  # prints FOREIGN: now count 0, so record 1 is reported printed
-        assert await h.printed(1) == [1]
-        assert h.outcomes(PrintOutcome.PRINTED) == [1]
+        assert await h.next_printed(1) == [1]
+        assert h.reported(PrintOutcome.PRINTED) == [1]
         assert len([e for e in h.seen if isinstance(e, DeviceGarbage)]) == 1  # reported once, not every poll
 
 
@@ -392,9 +312,9 @@ async def test_known_weakness_a_silently_dropped_record_looks_printed():
     async with DominoSim() as sim, connected(sim) as h:
         sim.engine.buffer_full = True
         await h.driver.load(records(1))
-        assert h.outcomes(PrintOutcome.SENT) == [1]
+        assert h.reported(PrintOutcome.SENT) == [1]
         h.run()
-        assert await h.printed(1) == [1]
+        assert await h.next_printed(1) == [1]
         assert sim.engine.printed == []
 
 
@@ -408,7 +328,7 @@ async def test_garbage_before_an_answer_is_reported_and_the_driver_keeps_working
         garbage = [e for e in h.drain() if isinstance(e, DeviceGarbage)]
         assert [g.data for g in garbage] == [b"\x00\x15noise", b"#"]
         await h.driver.load(records(1))
-        assert h.outcomes(PrintOutcome.SENT) == [1]
+        assert h.reported(PrintOutcome.SENT) == [1]
 
 
 async def test_garbage_sent_to_the_printer_is_ignored_by_it():
@@ -416,7 +336,7 @@ async def test_garbage_sent_to_the_printer_is_ignored_by_it():
         assert h.driver._link is not None
         await h.driver._link.write(b"\x02junk\x03\x01Broken")
         await h.driver.load(records(1))
-        assert h.outcomes(PrintOutcome.SENT) == [1]
+        assert h.reported(PrintOutcome.SENT) == [1]
         assert sim.garbage == [b"\x02junk\x03", b"\x01Broken"]
 
 
@@ -439,12 +359,12 @@ async def test_nak_on_a_load_fails_that_record_only(transport):
         failed = [e for e in h.drain() if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.FAILED]
         assert [e.record_id for e in failed] == [1]
         assert failed[0].detail == "AnswerError=FillSerialVar,Refused"
-        assert h.outcomes(PrintOutcome.SENT) == [2, 3]
+        assert h.reported(PrintOutcome.SENT) == [2, 3]
         await h.driver.start()
         h.run()
         sim.product_detect()
         sim.product_detect()
-        assert await h.printed(2) == [2, 3]
+        assert await h.next_printed(2) == [2, 3]
         assert [p.value("CODE") for p in sim.engine.printed] == [code(2), code(3)]
 
 
@@ -455,7 +375,7 @@ async def test_a_partly_refused_record_stops_the_driver():
         sim.engine.inject_reply(ReplyFault.NAK)  # the LOT fill is refused
         with pytest.raises(TransientDeviceError, match="out of step"):
             await h.driver.load([PrintRecord(1, (("SN", "A"), ("LOT", "L")))])
-        assert h.outcomes(PrintOutcome.FAILED) == [1]
+        assert h.reported(PrintOutcome.FAILED) == [1]
 
 
 async def test_missing_answer_raises_within_the_response_timeout(transport):
@@ -485,18 +405,18 @@ async def test_duplicate_answers_never_give_duplicate_or_wrong_prints():
         sim.engine.inject_reply(ReplyFault.DUPLICATE)
         assert (await h.driver.counters()).buffered == 1
         await h.driver.load(records(3))
-        assert h.outcomes(PrintOutcome.SENT) == [1, 2, 3]
+        assert h.reported(PrintOutcome.SENT) == [1, 2, 3]
         # Every answer of the next polls twice, too.
         sim.engine.inject_reply(ReplyFault.DUPLICATE, count=20)
         h.run()
-        assert await h.printed(1) == [1]
+        assert await h.next_printed(1) == [1]
         sim.product_detect()
-        assert await h.printed(1) == [2]
+        assert await h.next_printed(1) == [2]
         sim.product_detect()
-        assert await h.printed(1) == [3]
+        assert await h.next_printed(1) == [3]
         sim.engine.set_fault(FaultReason.HEAD_FAULT)
-        await h.status(PrinterState.FAULT)  # a later poll: nothing more was reported printed
-        assert h.outcomes(PrintOutcome.PRINTED) == [1, 2, 3]
+        await h.next_status(PrinterState.FAULT)  # a later poll: nothing more was reported printed
+        assert h.reported(PrintOutcome.PRINTED) == [1, 2, 3]
         assert any(isinstance(e, DeviceGarbage) for e in h.seen)
 
 
@@ -554,7 +474,7 @@ async def test_power_cycle_drops_the_link_and_a_new_driver_clears_the_printer(tr
 
 async def test_the_driver_is_single_use_and_needs_connect():
     async with DominoSim() as sim:
-        driver = DominoPrinter(make_context(spec_for(sim), _ignore), options())
+        driver = DominoPrinter(make_context(spec_for(sim), ignore), options())
         with pytest.raises(RuntimeError, match="connect"):
             await driver.run()
         with pytest.raises(RuntimeError, match="connect"):
@@ -578,7 +498,7 @@ async def test_from_options_builds_a_matching_simulator():
     async with sim, connected(sim, opts) as h:
         assert sim.engine.job == "PACK"
         await h.driver.load([PrintRecord(1, (("SN", "S1"), ("LOT", "L1")))])
-        assert h.outcomes(PrintOutcome.SENT) == [1]
+        assert h.reported(PrintOutcome.SENT) == [1]
 
 
 def test_options_refuse_unknown_keys_and_bad_values():
@@ -593,13 +513,10 @@ def test_options_refuse_unknown_keys_and_bad_values():
 
 def test_other_options_are_refused():
     with pytest.raises(TypeError):
-        DominoPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), _ignore), DriverOptions())
+        DominoPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), ignore), DriverOptions())
 
 
 def test_registered_as_a_printer():
     assert driver_class("printer.domino") is DominoPrinter
     assert DominoPrinter.role == "printer"
 
-
-async def _ignore(event: DeviceEvent) -> None:
-    pass

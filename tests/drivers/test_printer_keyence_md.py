@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
-import structlog
 
-from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
+from drivers.base import DeviceGarbage, DeviceInfo, DriverOptions
 from drivers.framing.keyence_md import NOT_WX_RX
 from drivers.framing.line import CR, CRLF
 from drivers.printer.base import (
@@ -23,106 +20,41 @@ from drivers.printer.base import (
     PrinterCounters,
     PrinterState,
     PrinterStatus,
-    PrinterStatusChanged,
     PrintEvidence,
     PrintOutcome,
     PrintRecord,
 )
 from drivers.printer.exchange import STRAY
 from drivers.printer.keyence_md import MODEL, KeyenceMdPrinter, status_from
-from drivers.transport.spec import SerialSettings, TransportSpec
+from drivers.transport.spec import TransportSpec
 from edge.errors import DeviceRejectedError, TransientDeviceError
 from edge.registry import driver_class
 from simulators.faults import Corrupt, Disconnect, Garbage, Stall
 from simulators.keyence_md import KeyenceMdSim, from_options
 from simulators.printer import ReplyFault
+from tests.drivers.printer_harness import (
+    AT,
+    DEVICE,
+    GS,
+    HANG_GUARD_S,
+    SHORT_TIMEOUT_S,
+    Harness,
+    connected_driver,
+    ignore,
+    make_context,
+    printed_ids,
+    spec_for,
+    statuses,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
-GS = "\x1d"
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-DEVICE = "marker-1"
-
-# Only a guard against a hang turning into a 60 s pytest-timeout; nothing here measures time.
-HANG_GUARD_S = 10.0
-SHORT_TIMEOUT_S = 0.3
-"""Response timeout for the tests where a missing answer is what is tested."""
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
-    return request.param
-
-
-async def no_wait(seconds: float) -> None:
-    await asyncio.sleep(0)
+    from drivers.base import EventSink
 
 
 def record(record_id: int, names: tuple[str, ...] = ("CODE",)) -> PrintRecord:
     return PrintRecord(record_id, tuple((name, f"0109501101530003{GS}21{name}{record_id:05d}") for name in names))
-
-
-class Events:
-    """The event sink: keeps every event and lets a test wait for a condition on them."""
-
-    def __init__(self) -> None:
-        self.items: list[DeviceEvent] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, event: DeviceEvent) -> None:
-        self.items.append(event)
-        self._changed.set()
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        async with asyncio.timeout(HANG_GUARD_S):
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-    def evidence(self, outcome: PrintOutcome | None = None) -> list[PrintEvidence]:
-        return [e for e in self.items if isinstance(e, PrintEvidence) and outcome in (None, e.outcome)]
-
-    def printed(self) -> list[int]:
-        return [e.record_id for e in self.evidence(PrintOutcome.PRINTED)]
-
-    def garbage(self) -> list[DeviceGarbage]:
-        return [e for e in self.items if isinstance(e, DeviceGarbage)]
-
-    def statuses(self) -> list[PrinterStatus]:
-        return [e.status for e in self.items if isinstance(e, PrinterStatusChanged)]
-
-
-def make_context(spec: TransportSpec, events, *, response_timeout_s: float = 2.0) -> DriverContext:
-    return DriverContext(
-        device_id=DEVICE,
-        transport=spec,
-        events=events,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        sleep=no_wait,
-        connect_timeout_s=5.0,
-        response_timeout_s=response_timeout_s,
-    )
-
-
-def spec_for(sim: KeyenceMdSim) -> TransportSpec:
-    return sim.transport_spec(SerialSettings(baudrate=115200))
-
-
-@dataclass
-class Harness:
-    driver: KeyenceMdPrinter
-    events: Events
-    info: DeviceInfo
-    task: asyncio.Task[None] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-
-    async def ended(self) -> None:
-        """Wait for run() to end and re-raise what ended it."""
-        assert self.task is not None
-        async with asyncio.timeout(HANG_GUARD_S):
-            await self.task
 
 
 @contextlib.asynccontextmanager
@@ -132,23 +64,13 @@ async def connected(
     *,
     run: bool = False,
     response_timeout_s: float = 2.0,
-) -> AsyncIterator[Harness]:
-    events = Events()
-    context = make_context(spec_for(sim), events, response_timeout_s=response_timeout_s)
-    driver = KeyenceMdPrinter(context, options or KeyenceMdPrinter.Options(job="0000"))
-    task: asyncio.Task[None] | None = None
-    try:
-        info = await driver.connect()
-        if run:
-            task = asyncio.create_task(driver.run())
-        yield Harness(driver, events, info, task)
-    finally:
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # already checked by the test, or irrelevant to it
-        await driver.close()
+) -> AsyncIterator[Harness[KeyenceMdPrinter]]:
+    def build(events: EventSink) -> KeyenceMdPrinter:
+        context = make_context(spec_for(sim), events, response_timeout_s=response_timeout_s)
+        return KeyenceMdPrinter(context, options or KeyenceMdPrinter.Options(job="0000"))
+
+    async with connected_driver(build, run=run) as harness:
+        yield harness
 
 
 # connect, capabilities, jobs
@@ -182,12 +104,12 @@ async def test_without_a_job_the_current_program_is_used():
     async with KeyenceMdSim(programs=programs, program="5") as sim, connected(sim, options) as h:
         await h.driver.load([record(1)])
         assert sim.strings["0005"] == {4: record(1).value("CODE")}
-        assert h.events.evidence() == [PrintEvidence(device_id=DEVICE, at=AT, record_id=1, outcome=PrintOutcome.SENT)]
+        assert h.evidence() == [PrintEvidence(device_id=DEVICE, at=AT, record_id=1, outcome=PrintOutcome.SENT)]
 
 
 async def test_connect_with_an_unknown_program_is_rejected():
     async with KeyenceMdSim() as sim:
-        driver = KeyenceMdPrinter(make_context(spec_for(sim), Events()), KeyenceMdPrinter.Options(job="0042"))
+        driver = KeyenceMdPrinter(make_context(spec_for(sim), ignore), KeyenceMdPrinter.Options(job="0042"))
         with pytest.raises(DeviceRejectedError, match="0042"):
             await driver.connect()
         await driver.close()
@@ -196,7 +118,7 @@ async def test_connect_with_an_unknown_program_is_rejected():
 async def test_connect_to_a_device_that_does_not_answer_is_transient(transport):
     async with KeyenceMdSim(transport=transport) as sim:
         sim.faults.inject(Stall())
-        context = make_context(spec_for(sim), Events(), response_timeout_s=SHORT_TIMEOUT_S)
+        context = make_context(spec_for(sim), ignore, response_timeout_s=SHORT_TIMEOUT_S)
         driver = KeyenceMdPrinter(context, KeyenceMdPrinter.Options())
         with pytest.raises(TransientDeviceError, match="no answer"):
             await driver.connect()
@@ -211,13 +133,13 @@ async def test_records_print_in_order_with_their_ids(transport):
     async with KeyenceMdSim(transport=transport) as sim, connected(sim, run=True) as h:
         for rec in records:
             await h.driver.load([rec])
-            assert h.events.evidence()[-1].outcome is PrintOutcome.SENT
+            assert h.evidence()[-1].outcome is PrintOutcome.SENT
             assert sim.product_detect() is not None
-            await h.events.until(lambda rec=rec: rec.record_id in h.events.printed())
-    assert h.events.printed() == [r.record_id for r in records]
+            await h.until(lambda seen, rec=rec: rec.record_id in printed_ids(seen))
+    assert printed_ids(h.seen) == [r.record_id for r in records]
     assert [p.fields for p in sim.engine.printed] == [r.fields for r in records]
-    assert [e.outcome for e in h.events.evidence()] == [PrintOutcome.SENT, PrintOutcome.PRINTED] * len(records)
-    assert h.events.garbage() == []
+    assert [e.outcome for e in h.evidence()] == [PrintOutcome.SENT, PrintOutcome.PRINTED] * len(records)
+    assert h.garbage() == []
 
 
 async def test_several_blocks_are_written_in_one_line_and_proven_together():
@@ -229,7 +151,7 @@ async def test_several_blocks_are_written_in_one_line_and_proven_together():
         assert sim.strings["0003"] == {2: rec.value("CODE"), 7: rec.value("SN")}
         sim.product_detect()
         await h.driver.poll()
-        assert h.events.printed() == [1]
+        assert printed_ids(h.seen) == [1]
         assert sim.engine.printed[0].fields == rec.fields
 
 
@@ -250,7 +172,7 @@ async def test_trigger_returns_once_marked_with_the_evidence_reported():
         done.set()
         async with asyncio.timeout(HANG_GUARD_S):
             await trigger
-        assert h.events.printed() == [1]
+        assert printed_ids(h.seen) == [1]
         assert sim.engine.printed[0].fields == record(1).fields
 
 
@@ -260,13 +182,13 @@ async def test_trigger_on_a_faulted_marker_is_refused():
         sim.engine.set_fault(FaultReason.HEAD_FAULT)
         with pytest.raises(DeviceRejectedError, match="NG 03"):
             await h.driver.trigger()
-        assert h.events.printed() == []
+        assert printed_ids(h.seen) == []
 
 
 async def test_a_second_record_before_evidence_is_refused_as_buffer_full():
     async with KeyenceMdSim() as sim, connected(sim) as h:
         await h.driver.load([record(1), record(2)])
-        sent, refused = h.events.evidence()
+        sent, refused = h.evidence()
         assert (sent.record_id, sent.outcome) == (1, PrintOutcome.SENT)
         assert (refused.record_id, refused.outcome) == (2, PrintOutcome.FAILED)
         assert "buffer full" in refused.detail
@@ -274,7 +196,7 @@ async def test_a_second_record_before_evidence_is_refused_as_buffer_full():
         # Once marked (not yet polled), the next load finds the evidence first and takes the record.
         sim.product_detect()
         await h.driver.load([record(3)])
-        assert [(e.record_id, e.outcome) for e in h.events.evidence()[2:]] == [
+        assert [(e.record_id, e.outcome) for e in h.evidence()[2:]] == [
             (1, PrintOutcome.PRINTED),
             (3, PrintOutcome.SENT),
         ]
@@ -283,7 +205,7 @@ async def test_a_second_record_before_evidence_is_refused_as_buffer_full():
 async def test_a_value_that_cannot_be_sent_fails_that_record_only():
     async with KeyenceMdSim() as sim, connected(sim) as h:
         await h.driver.load([PrintRecord(1, (("CODE", "A,B"),)), PrintRecord(2, (("OTHER", "X"),)), record(3)])
-        comma, unknown, good = h.events.evidence()
+        comma, unknown, good = h.evidence()
         assert comma.outcome is PrintOutcome.FAILED
         assert "'CODE'" in comma.detail
         assert unknown.outcome is PrintOutcome.FAILED
@@ -297,7 +219,7 @@ async def test_a_nak_on_a_load_fails_that_record_and_the_next_is_sent():
         sim.engine.inject_reply(ReplyFault.NAK)
         await h.driver.load([record(1)])
         await h.driver.load([record(2)])
-        refused, sent = h.events.evidence()
+        refused, sent = h.evidence()
         assert (refused.record_id, refused.outcome) == (1, PrintOutcome.FAILED)
         assert "NG 03" in refused.detail
         assert (sent.record_id, sent.outcome) == (2, PrintOutcome.SENT)
@@ -315,9 +237,9 @@ async def test_clear_then_a_product_detect_prints_nothing_from_before(transport)
         await h.driver.load([record(2)])
         sim.product_detect()
         await h.driver.poll()
-        assert h.events.printed() == [2]
+        assert printed_ids(h.seen) == [2]
         assert [p.value("CODE") for p in sim.engine.printed] == ["", record(2).value("CODE")]
-        assert h.events.garbage() == []
+        assert h.garbage() == []
 
 
 async def test_repeated_marks_never_give_a_second_printed():
@@ -332,14 +254,14 @@ async def test_repeated_marks_never_give_a_second_printed():
         sim.product_detect()
         await h.driver.load([record(2)])
         await h.driver.poll()
-        assert h.events.printed() == [1]
+        assert printed_ids(h.seen) == [1]
         sim.product_detect()
         await h.driver.poll()
-        assert h.events.printed() == [1, 2]
+        assert printed_ids(h.seen) == [1, 2]
         assert [p.value("CODE") for p in sim.engine.printed] == [record(1).value("CODE")] * 4 + [
             record(2).value("CODE")
         ]
-        assert h.events.garbage() == []
+        assert h.garbage() == []
 
 
 async def test_a_foreign_string_marked_is_garbage_never_printed():
@@ -350,8 +272,8 @@ async def test_a_foreign_string_marked_is_garbage_never_printed():
         # What the marker holds is unknown: the link is given up (the line puts the record in doubt).
         with pytest.raises(TransientDeviceError, match="not the loaded record 1"):
             await h.driver.poll()
-        assert h.events.printed() == []
-        [garbage] = h.events.garbage()
+        assert printed_ids(h.seen) == []
+        [garbage] = h.garbage()
         assert garbage.data == b"FOREIGN"
         assert garbage.reason == "marked string is not the loaded record 1"
 
@@ -366,12 +288,12 @@ async def test_a_counter_going_backwards_gives_no_printed():
         await h.driver.load([record(2)])
         sim.product_detect()
         await h.driver.poll()
-        assert h.events.printed() == [1, 2]
+        assert printed_ids(h.seen) == [1, 2]
         sim.counters["0000"] = 0  # reset again, now with record 3 waiting: its evidence is lost for good
         await h.driver.load([record(3)])
         with pytest.raises(TransientDeviceError, match="went backwards"):
             await h.driver.poll()
-        assert h.events.printed() == [1, 2]
+        assert printed_ids(h.seen) == [1, 2]
 
 
 # status, start/stop, counters
@@ -418,15 +340,15 @@ def test_status_from_unknown_codes_and_error_without_code():
 async def test_run_reports_status_changes(transport):
     options = KeyenceMdPrinter.Options(job="0000", poll_interval_s=0.01, status_interval_s=0.01)
     async with KeyenceMdSim(transport=transport) as sim, connected(sim, options, run=True) as h:
-        await h.events.until(lambda: len(h.events.statuses()) == 1)
-        assert h.events.statuses()[0].state is PrinterState.PRINTING
+        await h.until(lambda seen: len(statuses(seen)) == 1)
+        assert h.statuses()[0].status.state is PrinterState.PRINTING
         sim.engine.set_fault(FaultReason.INK_OUT)
-        await h.events.until(lambda: len(h.events.statuses()) == 2)
-        fault = h.events.statuses()[1]
+        await h.until(lambda seen: len(statuses(seen)) == 2)
+        fault = h.statuses()[1].status
         assert (fault.state, fault.faults) == (PrinterState.FAULT, frozenset({FaultReason.INK_OUT}))
         sim.engine.clear_fault()
-        await h.events.until(lambda: len(h.events.statuses()) == 3)
-        assert h.events.statuses()[2] == PrinterStatus(PrinterState.PRINTING, detail="Ready=0")
+        await h.until(lambda seen: len(statuses(seen)) == 3)
+        assert h.statuses()[2].status == PrinterStatus(PrinterState.PRINTING, detail="Ready=0")
 
 
 async def test_start_checks_ready_and_stop_is_accepted():
@@ -460,9 +382,9 @@ async def test_garbage_before_an_answer_is_reported_and_the_driver_goes_on(trans
     async with KeyenceMdSim(transport=transport) as sim, connected(sim) as h:
         sim.faults.inject(Garbage(b"\x00\xffnoise\r"))
         assert (await h.driver.status()).state is PrinterState.PRINTING
-        assert h.events.garbage() == [DeviceGarbage(device_id=DEVICE, at=AT, data=b"\x00\xffnoise", reason=NOT_WX_RX)]
+        assert h.garbage() == [DeviceGarbage(device_id=DEVICE, at=AT, data=b"\x00\xffnoise", reason=NOT_WX_RX)]
         await h.driver.load([record(1)])
-        assert h.events.evidence()[-1].outcome is PrintOutcome.SENT
+        assert h.evidence()[-1].outcome is PrintOutcome.SENT
 
 
 async def test_a_corrupted_answer_is_garbage_and_the_call_times_out():
@@ -471,8 +393,8 @@ async def test_a_corrupted_answer_is_garbage_and_the_call_times_out():
         sim.faults.inject(Corrupt(offset=0, mask=0x20))
         with pytest.raises(TransientDeviceError, match="no answer"):
             await h.driver.load([record(1)])
-        assert h.events.garbage() == [DeviceGarbage(device_id=DEVICE, at=AT, data=b"wX,OK", reason=NOT_WX_RX)]
-        assert h.events.evidence() == []
+        assert h.garbage() == [DeviceGarbage(device_id=DEVICE, at=AT, data=b"wX,OK", reason=NOT_WX_RX)]
+        assert h.evidence() == []
 
 
 async def test_a_missing_answer_raises_within_the_response_timeout():
@@ -498,20 +420,20 @@ async def test_duplicate_answers_give_no_duplicate_or_wrong_printed():
         sim.product_detect()
         await h.driver.poll()
         await h.driver.poll()
-        assert h.events.printed() == [1, 2]
-        assert [(g.data, g.reason) for g in h.events.garbage()] == [(b"WX,OK", STRAY), (b"RX,OK,1", STRAY)]
+        assert printed_ids(h.seen) == [1, 2]
+        assert [(g.data, g.reason) for g in h.garbage()] == [(b"WX,OK", STRAY), (b"RX,OK,1", STRAY)]
 
 
 async def test_a_delayed_answer_within_the_timeout_works():
     async with KeyenceMdSim() as sim, connected(sim) as h:
         sim.engine.inject_reply(ReplyFault.DELAYED, delay_s=0.05)
         await h.driver.load([record(1)])
-        assert h.events.evidence()[-1].outcome is PrintOutcome.SENT
+        assert h.evidence()[-1].outcome is PrintOutcome.SENT
 
 
 async def test_a_disconnect_mid_frame_ends_run(transport):
     async with KeyenceMdSim(transport=transport) as sim, connected(sim, run=True) as h:
-        await h.events.until(lambda: len(h.events.statuses()) == 1)
+        await h.until(lambda seen: len(statuses(seen)) == 1)
         sim.faults.inject(Disconnect(after_bytes=3))
         with pytest.raises(TransientDeviceError):
             await h.ended()
@@ -538,12 +460,12 @@ async def test_after_a_power_cycle_a_new_driver_clears_the_marker(transport):
             before = len(sim.engine.printed)
             sim.product_detect()
             assert all(p.value("CODE") == "" for p in sim.engine.printed[before:])
-            assert h.events.printed() == []
+            assert printed_ids(h.seen) == []
 
 
 async def test_cancelling_run_propagates_cancellation(transport):
     async with KeyenceMdSim(transport=transport) as sim, connected(sim, run=True) as h:
-        await h.events.until(lambda: len(h.events.statuses()) == 1)
+        await h.until(lambda seen: len(statuses(seen)) == 1)
         assert h.task is not None
         h.task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -562,7 +484,7 @@ async def test_crlf_terminator_and_from_options():
         await h.driver.load([rec])
         sim.product_detect()
         await h.driver.poll()
-        assert h.events.printed() == [1]
+        assert printed_ids(h.seen) == [1]
         assert sim.engine.printed[0].fields == (("SN", "S1"), ("CODE", "C1"))  # in block order
 
 
@@ -601,7 +523,7 @@ def test_options_refuse_unknown_keys_and_inconsistent_blocks():
 
 def test_other_options_are_refused():
     with pytest.raises(TypeError):
-        KeyenceMdPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), Events()), DriverOptions())
+        KeyenceMdPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), ignore), DriverOptions())
 
 
 def test_registered_as_a_printer():
@@ -611,7 +533,7 @@ def test_registered_as_a_printer():
 
 async def test_the_driver_is_single_use():
     async with KeyenceMdSim() as sim:
-        driver = KeyenceMdPrinter(make_context(spec_for(sim), Events()), KeyenceMdPrinter.Options())
+        driver = KeyenceMdPrinter(make_context(spec_for(sim), ignore), KeyenceMdPrinter.Options())
         with pytest.raises(RuntimeError, match="connect"):
             await driver.run()
         await driver.connect()

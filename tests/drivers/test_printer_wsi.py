@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
-import structlog
 
-from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
+from drivers.base import DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
 from drivers.printer.base import (
     EvidenceKind,
     FaultReason,
@@ -27,24 +24,31 @@ from drivers.printer.base import (
 )
 from drivers.printer.exchange import STRAY
 from drivers.printer.wsi import MODEL, ErrorStatus, WsiPrinter
-from drivers.transport.spec import SerialSettings, TransportSpec
+from drivers.transport.spec import TransportSpec
 from edge.errors import DeviceRejectedError, ProtocolError, TransientDeviceError
 from edge.registry import driver_class
 from simulators.faults import Corrupt, Disconnect, Garbage
 from simulators.printer import PrinterEngine, ReplyFault
 from simulators.wsi import DEFAULT_PART_NUMBER, WsiSim, from_options
+from tests.drivers.printer_harness import (
+    AT,
+    DEVICE,
+    GS,
+    HANG_GUARD_S,
+    SHORT_TIMEOUT_S,
+    Harness,
+    connected_driver,
+    ignore,
+    make_context,
+    printed_ids,
+    spec_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-DEVICE = "printer-1"
-GS = "\x1d"
+    from drivers.base import EventSink
 
-# Only a guard against a hang turning into a 60 s pytest-timeout; nothing here measures time.
-HANG_GUARD_S = 10.0
-# Where a missing answer is what is tested: short, so the test stays fast.
-SHORT_TIMEOUT_S = 0.3
 # The driver's poll pause in these tests: a millisecond keeps run() from spinning on the loopback link.
 POLL_PAUSE_S = 0.001
 
@@ -63,75 +67,18 @@ async def poll_pause(seconds: float) -> None:
     await asyncio.sleep(POLL_PAUSE_S)
 
 
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
-    return request.param
-
-
 def make_sim(transport: str = "tcp", **kwargs) -> WsiSim:
     return WsiSim(PrinterEngine(depth=1, single_shot=True, jobs=dict(JOBS)), transport=transport, **kwargs)
 
 
-def make_context(spec: TransportSpec, events, *, response_timeout_s: float = 2.0) -> DriverContext:
-    return DriverContext(
-        device_id=DEVICE,
-        transport=spec,
-        events=events,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        sleep=poll_pause,
-        connect_timeout_s=5.0,
-        response_timeout_s=response_timeout_s,
-    )
-
-
-def spec_for(sim: WsiSim) -> TransportSpec:
-    return sim.transport_spec(SerialSettings(baudrate=9600))
+def wsi_context(sim: WsiSim, events: EventSink = ignore, *, response_timeout_s: float = 2.0) -> DriverContext:
+    """Reach sim the way a WSI printer is wired: 9600 baud on a serial line, a millisecond's pause between polls."""
+    return make_context(spec_for(sim, baudrate=9600), events, response_timeout_s=response_timeout_s, sleep=poll_pause)
 
 
 def options(**kwargs) -> WsiPrinter.Options:
     kwargs.setdefault("status_interval_s", 0.01)
     return WsiPrinter.Options(**kwargs)
-
-
-@dataclass
-class Running:
-    driver: WsiPrinter
-    sim: WsiSim
-    events: asyncio.Queue[DeviceEvent]
-    task: asyncio.Task[None] | None
-    seen: list[DeviceEvent] = field(default_factory=list)
-
-    async def next_of(self, kind: type[DeviceEvent]) -> DeviceEvent:
-        """Return the next event of kind, keeping every event passed over in `seen`."""
-        async with asyncio.timeout(HANG_GUARD_S):
-            while True:
-                event = await self.events.get()
-                self.seen.append(event)
-                if isinstance(event, kind):
-                    return event
-
-    async def evidence(self) -> PrintEvidence:
-        event = await self.next_of(PrintEvidence)
-        assert isinstance(event, PrintEvidence)
-        return event
-
-    async def status_where(self, state: PrinterState) -> PrinterStatus:
-        while True:
-            event = await self.next_of(PrinterStatusChanged)
-            assert isinstance(event, PrinterStatusChanged)
-            if event.status.state is state:
-                return event.status
-
-    def drained(self) -> list[DeviceEvent]:
-        while not self.events.empty():
-            self.seen.append(self.events.get_nowait())
-        return self.seen
-
-    async def ended(self) -> None:
-        assert self.task is not None
-        async with asyncio.timeout(HANG_GUARD_S):
-            await self.task
 
 
 @contextlib.asynccontextmanager
@@ -141,23 +88,13 @@ async def running(
     *,
     run: bool = True,
     response_timeout_s: float = 2.0,
-) -> AsyncIterator[Running]:
-    events: asyncio.Queue[DeviceEvent] = asyncio.Queue()
-    context = make_context(spec_for(sim), events.put, response_timeout_s=response_timeout_s)
-    driver = WsiPrinter(context, opts or options())
-    try:
-        assert await driver.connect() == DeviceInfo(model=MODEL, firmware=DEFAULT_PART_NUMBER)
-        task = asyncio.create_task(driver.run()) if run else None
-        try:
-            yield Running(driver, sim, events, task)
-        finally:
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
-                if not task.cancelled():
-                    task.exception()  # already checked by the test, or irrelevant to it
-    finally:
-        await driver.close()
+) -> AsyncIterator[Harness[WsiPrinter]]:
+    def build(events: EventSink) -> WsiPrinter:
+        return WsiPrinter(wsi_context(sim, events, response_timeout_s=response_timeout_s), opts or options())
+
+    async with connected_driver(build, run=run) as harness:
+        assert harness.info == DeviceInfo(model=MODEL, firmware=DEFAULT_PART_NUMBER)
+        yield harness
 
 
 def fault_next(sim: WsiSim, monkeypatch, letter: str, fault: ReplyFault, delay_s: float = 0.0) -> None:
@@ -174,17 +111,13 @@ def fault_next(sim: WsiSim, monkeypatch, letter: str, fault: ReplyFault, delay_s
     monkeypatch.setattr(sim, "refused", refused)
 
 
-def printed_ids(events: list[DeviceEvent]) -> list[int]:
-    return [e.record_id for e in events if isinstance(e, PrintEvidence) and e.outcome is PrintOutcome.PRINTED]
-
-
-async def print_one(run: Running, rec: PrintRecord) -> None:
+async def print_one(sim: WsiSim, run: Harness[WsiPrinter], rec: PrintRecord) -> None:
     await run.driver.load([rec])
-    assert await run.evidence() == PrintEvidence(
+    assert await run.next(PrintEvidence) == PrintEvidence(
         device_id=DEVICE, at=AT, record_id=rec.record_id, outcome=PrintOutcome.SENT
     )
-    assert run.sim.product_detect() is not None
-    assert await run.evidence() == PrintEvidence(
+    assert sim.product_detect() is not None
+    assert await run.next(PrintEvidence) == PrintEvidence(
         device_id=DEVICE, at=AT, record_id=rec.record_id, outcome=PrintOutcome.PRINTED
     )
 
@@ -212,14 +145,14 @@ async def test_commands_carry_the_checksum_the_printer_acknowledges():
 async def test_commands_without_checksum_work_when_the_printer_takes_them():
     async with make_sim() as sim, running(sim, options(checksum=False)) as run:
         await run.driver.start()
-        await print_one(run, record(1))
+        await print_one(sim, run, record(1))
         assert {c.checksum for c in sim.commands} == {None}
 
 
 async def test_a_printer_that_requires_checksums_never_answers_a_driver_without_them():
     # The printer waits for the checksum after ETX: the driver's handshake fails at connect.
     async with make_sim(require_checksum=True) as sim:
-        context = make_context(spec_for(sim), _ignore, response_timeout_s=SHORT_TIMEOUT_S)
+        context = wsi_context(sim, response_timeout_s=SHORT_TIMEOUT_S)
         driver = WsiPrinter(context, options(checksum=False))
         with pytest.raises(TransientDeviceError, match="part number"):
             await driver.connect()
@@ -253,16 +186,16 @@ async def test_records_print_in_order_with_their_ids(transport):
         await run.driver.start()
         records = [record(n) for n in range(1, 6)]
         for rec in records:
-            await print_one(run, rec)
+            await print_one(sim, run, rec)
         assert [p.fields for p in sim.engine.printed] == [r.fields for r in records]
-        assert [e.record_id for e in run.drained() if isinstance(e, PrintEvidence)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+        assert [e.record_id for e in run.drain() if isinstance(e, PrintEvidence)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 
 
 async def test_every_field_of_a_record_is_updated_in_order():
     async with make_sim() as sim, running(sim, options(job="LOT", fields={"CODE": "code", "LOT": "10"})) as run:
         await run.driver.start()
         rec = record(7, ("LOT", "AB-123"))
-        await print_one(run, rec)
+        await print_one(sim, run, rec)
         assert sim.engine.printed[-1].fields == rec.fields
         assert [c.fields[0] for c in sim.commands if c.command == "U"] == [b"CODE", b"LOT"]
 
@@ -270,11 +203,11 @@ async def test_every_field_of_a_record_is_updated_in_order():
 async def test_a_message_printed_twice_is_reported_printed_once():
     async with make_sim() as sim, running(sim) as run:
         await run.driver.start()
-        await print_one(run, record(1))
+        await print_one(sim, run, record(1))
         sim.product_detect()  # nothing new loaded: the printer prints the same code again
-        await print_one(run, record(2))
+        await print_one(sim, run, record(2))
         assert [p.value("CODE") for p in sim.engine.printed] == [code(1), code(1), code(2)]
-        assert printed_ids(run.drained()) == [1, 2]
+        assert printed_ids(run.drain()) == [1, 2]
 
 
 async def test_load_takes_exactly_one_record_at_a_time():
@@ -292,7 +225,7 @@ async def test_a_field_the_message_lacks_fails_that_record_only():
     async with make_sim() as sim, running(sim, run=False) as run:
         await run.driver.load([PrintRecord(1, (("NOPE", "x"),))])
         await run.driver.load([record(2)])
-        first, second = await run.evidence(), await run.evidence()
+        first, second = await run.next(PrintEvidence), await run.next(PrintEvidence)
         assert (first.record_id, first.outcome) == (1, PrintOutcome.FAILED)
         assert "NOPE" in first.detail
         assert (second.record_id, second.outcome) == (2, PrintOutcome.SENT)
@@ -301,7 +234,7 @@ async def test_a_field_the_message_lacks_fails_that_record_only():
 async def test_a_value_wsi_cannot_carry_fails_without_sending():
     async with make_sim() as sim, running(sim, run=False) as run:
         await run.driver.load([PrintRecord(1, (("CODE", "a\nb"),))])
-        event = await run.evidence()
+        event = await run.next(PrintEvidence)
         assert (event.outcome, event.record_id) == (PrintOutcome.FAILED, 1)
         assert not [c for c in sim.commands if c.command == "U"]
 
@@ -310,39 +243,39 @@ async def test_clear_empties_the_message_and_the_record_is_never_reported_printe
     async with make_sim() as sim, running(sim) as run:
         await run.driver.start()
         await run.driver.load([record(1)])
-        assert (await run.evidence()).outcome is PrintOutcome.SENT
+        assert (await run.next(PrintEvidence)).outcome is PrintOutcome.SENT
         await run.driver.clear()
         assert sim.engine.buffered == 0
         sim.product_detect()
         assert sim.engine.printed[-1].value("CODE") == ""  # the field is empty: nothing from before
-        await print_one(run, record(2))
-        assert [e.record_id for e in run.drained() if isinstance(e, PrintEvidence)] == [1, 2, 2]
+        await print_one(sim, run, record(2))
+        assert [e.record_id for e in run.drain() if isinstance(e, PrintEvidence)] == [1, 2, 2]
 
 
 async def test_counters_report_the_print_counter():
     async with make_sim() as sim, running(sim) as run:
         await run.driver.start()
-        await print_one(run, record(1))
-        await print_one(run, record(2))
+        await print_one(sim, run, record(1))
+        await print_one(sim, run, record(2))
         assert (await run.driver.counters()).printed == 2
         await run.driver.reset_counter()
         assert sim.engine.counter == 0
-        await print_one(run, record(3))
+        await print_one(sim, run, record(3))
 
 
 async def test_a_counter_going_backwards_reports_garbage_and_no_print():
     async with make_sim() as sim, running(sim) as run:
         await run.driver.start()
-        await print_one(run, record(1))
+        await print_one(sim, run, record(1))
         await run.driver.load([record(2)])
-        assert (await run.evidence()).outcome is PrintOutcome.SENT
+        assert (await run.next(PrintEvidence)).outcome is PrintOutcome.SENT
         sim.engine.counter = 0  # reset on the panel
-        garbage = await run.next_of(DeviceGarbage)
+        garbage = await run.next(DeviceGarbage)
         assert isinstance(garbage, DeviceGarbage)
         assert "backwards" in garbage.reason
         sim.product_detect()  # the counter is now 1, still below the last good value
         await run.driver.counters()
-        assert printed_ids(run.drained()) == [1]
+        assert printed_ids(run.drain()) == [1]
 
 
 # -- status -----------------------------------------------------------------------------------------
@@ -350,17 +283,17 @@ async def test_a_counter_going_backwards_reports_garbage_and_no_print():
 
 async def test_status_maps_faults_and_comes_back_to_printing():
     async with make_sim() as sim, running(sim) as run:
-        first = await run.next_of(PrinterStatusChanged)
+        first = await run.next(PrinterStatusChanged)
         assert isinstance(first, PrinterStatusChanged)
         assert first.status == PrinterStatus(PrinterState.READY, detail="E 0000000")
         await run.driver.start()
-        await run.status_where(PrinterState.PRINTING)
+        await run.next_status(PrinterState.PRINTING)
         sim.engine.set_fault(FaultReason.INK_OUT)
-        fault = await run.status_where(PrinterState.FAULT)
+        fault = (await run.next_status(PrinterState.FAULT)).status
         assert fault.faults == {FaultReason.INK_OUT}
         assert "Ink core empty" in fault.detail
         sim.engine.clear_fault()
-        await run.status_where(PrinterState.PRINTING)
+        await run.next_status(PrinterState.PRINTING)
 
 
 @pytest.mark.parametrize(
@@ -394,7 +327,7 @@ async def test_garbage_before_an_answer_is_reported_and_the_answer_taken():
     async with make_sim() as sim, running(sim, run=False) as run:
         sim.faults.inject(Garbage(b"noise"))
         assert (await run.driver.status()).state is PrinterState.READY
-        garbage = await run.next_of(DeviceGarbage)
+        garbage = await run.next(DeviceGarbage)
         assert garbage == DeviceGarbage(device_id=DEVICE, at=AT, data=b"noise", reason="no frame start")
 
 
@@ -403,7 +336,7 @@ async def test_a_corrupted_ack_is_never_taken_for_the_answer():
         sim.faults.inject(Corrupt(offset=-1, mask=0x01))  # $80 becomes $81: the ACK of another command
         with pytest.raises(TransientDeviceError, match="print on"):
             await run.driver.start()
-        stray = await run.next_of(DeviceGarbage)
+        stray = await run.next(DeviceGarbage)
         assert stray == DeviceGarbage(device_id=DEVICE, at=AT, data=b"$81", reason=STRAY)
 
 
@@ -412,7 +345,7 @@ async def test_a_corrupted_reply_frame_is_garbage_and_the_call_times_out():
         sim.faults.inject(Corrupt(offset=0, mask=0x40))  # STX lost: the reply has no frame start
         with pytest.raises(TransientDeviceError, match="print counter"):
             await run.driver.counters()
-        assert isinstance(await run.next_of(DeviceGarbage), DeviceGarbage)
+        assert isinstance(await run.next(DeviceGarbage), DeviceGarbage)
 
 
 async def test_a_nak_on_a_field_fails_that_record_only_and_the_next_is_sent(monkeypatch):
@@ -420,7 +353,7 @@ async def test_a_nak_on_a_field_fails_that_record_only_and_the_next_is_sent(monk
         fault_next(sim, monkeypatch, "U", ReplyFault.NAK)
         await run.driver.load([record(1)])
         await run.driver.load([record(2)])
-        first, second = await run.evidence(), await run.evidence()
+        first, second = await run.next(PrintEvidence), await run.next(PrintEvidence)
         assert (first.record_id, first.outcome) == (1, PrintOutcome.FAILED)
         assert "U NAK" in first.detail
         assert (second.record_id, second.outcome) == (2, PrintOutcome.SENT)
@@ -437,7 +370,7 @@ async def test_a_nak_on_a_later_field_empties_the_fields_already_updated(monkeyp
             return original()
         monkeypatch.setattr(sim, "refused", refused)
         await run.driver.load([record(1, ("LOT", "L1"))])
-        assert (await run.evidence()).outcome is PrintOutcome.FAILED
+        assert (await run.next(PrintEvidence)).outcome is PrintOutcome.FAILED
         assert sim.values["CODE"] == ""
         assert sim.engine.buffered == 0
 
@@ -448,18 +381,18 @@ async def test_a_missing_answer_is_a_lost_link_within_the_response_timeout(trans
         async with asyncio.timeout(HANG_GUARD_S):
             with pytest.raises(TransientDeviceError, match="no answer"):
                 await run.driver.load([record(1)])
-        assert run.drained() == []  # neither SENT nor FAILED: the record's fate is unknown
+        assert run.drain() == []  # neither SENT nor FAILED: the record's fate is unknown
 
 
 async def test_a_duplicated_answer_gives_no_duplicate_or_wrong_print(monkeypatch):
     async with make_sim() as sim, running(sim) as run:
         await run.driver.start()
         fault_next(sim, monkeypatch, "U", ReplyFault.DUPLICATE)
-        await print_one(run, record(1))
+        await print_one(sim, run, record(1))
         fault_next(sim, monkeypatch, "G", ReplyFault.DUPLICATE)
-        await print_one(run, record(2))
-        await print_one(run, record(3))
-        events = run.drained()
+        await print_one(sim, run, record(2))
+        await print_one(sim, run, record(3))
+        events = run.drain()
         assert printed_ids(events) == [1, 2, 3]
         assert any(isinstance(e, DeviceGarbage) and e.reason == STRAY for e in events)
 
@@ -468,7 +401,7 @@ async def test_a_delayed_answer_within_the_timeout_works(monkeypatch):
     async with make_sim() as sim, running(sim, run=False) as run:
         fault_next(sim, monkeypatch, "U", ReplyFault.DELAYED, delay_s=0.05)
         await run.driver.load([record(1)])
-        assert (await run.evidence()).outcome is PrintOutcome.SENT
+        assert (await run.next(PrintEvidence)).outcome is PrintOutcome.SENT
 
 
 async def test_a_refused_status_query_is_a_protocol_error(monkeypatch):
@@ -480,7 +413,7 @@ async def test_a_refused_status_query_is_a_protocol_error(monkeypatch):
 
 async def test_disconnect_mid_frame_ends_run(transport):
     async with make_sim(transport) as sim, running(sim) as run:
-        await run.next_of(PrinterStatusChanged)
+        await run.next(PrinterStatusChanged)
         sim.faults.inject(Disconnect(after_bytes=2))
         with pytest.raises(TransientDeviceError):
             await run.ended()
@@ -507,7 +440,7 @@ async def test_power_cycle_drops_the_link_and_a_new_driver_clears_the_printer(tr
             await run.driver.start()
             sim.product_detect()
             assert all(p.value("CODE") != code(1) for p in sim.engine.printed)
-            await print_one(run, record(2))
+            await print_one(sim, run, record(2))
 
 
 # -- simulator, registry, options -------------------------------------------------------------------
@@ -519,7 +452,7 @@ async def test_from_options_builds_a_printer_like_the_options_describe():
         assert sim.engine.jobs == {"BATCH": ("CODE", "EXP")}
         assert sim.require_checksum
         await run.driver.start()
-        await print_one(run, record(1, ("EXP", "270630")))
+        await print_one(sim, run, record(1, ("EXP", "270630")))
 
 
 async def test_the_simulator_refuses_bad_frames_and_unknown_commands():
@@ -546,7 +479,7 @@ def test_the_simulator_needs_a_single_shot_engine():
 
 async def test_the_driver_is_single_use_and_needs_connect():
     async with make_sim() as sim:
-        driver = WsiPrinter(make_context(spec_for(sim), _ignore), options())
+        driver = WsiPrinter(wsi_context(sim), options())
         with pytest.raises(RuntimeError, match="connect"):
             await driver.run()
         await driver.connect()
@@ -568,13 +501,10 @@ def test_options_refuse_unknown_keys_and_bad_values():
 
 def test_other_options_are_refused():
     with pytest.raises(TypeError):
-        WsiPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), _ignore), DriverOptions())
+        WsiPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), ignore), DriverOptions())
 
 
 def test_registered_as_a_printer():
     assert driver_class("printer.wsi") is WsiPrinter
     assert WsiPrinter.role == "printer"
 
-
-async def _ignore(event: DeviceEvent) -> None:
-    pass

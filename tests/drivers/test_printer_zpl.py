@@ -6,15 +6,12 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pydantic
 import pytest
-import structlog
 
-from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverContext, DriverOptions
+from drivers.base import DeviceEvent, DeviceGarbage, DeviceInfo, DriverOptions
 from drivers.framing.zpl import HostStatus, encode_label
 from drivers.printer.base import (
     EvidenceKind,
@@ -36,19 +33,26 @@ from edge.registry import driver_class
 from simulators.faults import Corrupt, Disconnect, Garbage, Stall
 from simulators.printer import ReplyFault
 from simulators.zpl import ZplSim, default_format, from_options
+from tests.drivers.printer_harness import (
+    AT,
+    DEVICE,
+    GS,
+    HANG_GUARD_S,
+    SHORT_TIMEOUT_S,
+    Harness,
+    connected_driver,
+    ignore,
+    is_printed,
+    make_context,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-GS = "\x1d"
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-DEVICE = "labeller-1"
+    from drivers.base import EventSink
+
 FORMAT = "E:CASE.ZPL"
 STORED = b"^XA^DFE:CASE.ZPL^FS^FO50,50^BXN,10,200,,,,_^FH^FN1^FS^FO50,400^A0N,30,30^FN2^FS^XZ"
-
-# Only a guard against a hang turning into a pytest-timeout; nothing here measures time with it.
-HANG_GUARD_S = 5.0
-SHORT_TIMEOUT_S = 0.3
 
 
 def code(n: int) -> str:
@@ -56,7 +60,12 @@ def code(n: int) -> str:
 
 
 CODED: set[int] = set()
-"""Record ids made by records(): their field value is code(id)."""
+"""Record ids made by records() in the running test: their field value is code(id)."""
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_records() -> None:
+    CODED.clear()  # an id another test made may carry other values here (record 5 of the ^FN mapping test)
 
 
 def records(*ids: int, fields: tuple[str, ...] = ("CODE",)) -> list[PrintRecord]:
@@ -67,52 +76,6 @@ def records(*ids: int, fields: tuple[str, ...] = ("CODE",)) -> list[PrintRecord]
 def options(**overrides) -> ZplPrinter.Options:
     values = {"format_name": FORMAT, "poll_interval_s": 0.005, "status_interval_s": 0.02} | overrides
     return ZplPrinter.Options.model_validate(values)
-
-
-def make_context(spec: TransportSpec, events, *, response_timeout_s: float = 2.0) -> DriverContext:
-    return DriverContext(
-        device_id=DEVICE,
-        transport=spec,
-        events=events,
-        log=structlog.get_logger().bind(device=DEVICE),
-        clock=lambda: AT,
-        connect_timeout_s=5.0,
-        response_timeout_s=response_timeout_s,
-    )
-
-
-@dataclass
-class Running:
-    driver: ZplPrinter
-    sim: ZplSim
-    queue: asyncio.Queue[DeviceEvent]
-    task: asyncio.Task[None] | None
-    seen: list[DeviceEvent] = field(default_factory=list)
-
-    async def take(self, accept: Callable[[DeviceEvent], bool], count: int = 1) -> list[DeviceEvent]:
-        """Wait for count events accept() takes; every event is kept in seen."""
-        taken: list[DeviceEvent] = []
-        async with asyncio.timeout(HANG_GUARD_S):
-            while len(taken) < count:
-                event = await self.queue.get()
-                self.seen.append(event)
-                if accept(event):
-                    taken.append(event)
-        return taken
-
-    def drain(self) -> list[DeviceEvent]:
-        while not self.queue.empty():
-            self.seen.append(self.queue.get_nowait())
-        return self.seen
-
-    async def ended(self) -> None:
-        assert self.task is not None
-        async with asyncio.timeout(HANG_GUARD_S):
-            await self.task
-
-
-def printed(event: DeviceEvent) -> bool:
-    return isinstance(event, PrintEvidence) and event.outcome is PrintOutcome.PRINTED
 
 
 def status_change(event: DeviceEvent) -> bool:
@@ -143,35 +106,25 @@ async def polls(sim: ZplSim, count: int) -> None:
 @contextlib.asynccontextmanager
 async def running(
     sim: ZplSim, opts: ZplPrinter.Options | None = None, *, run: bool = True, response_timeout_s: float = 2.0
-) -> AsyncIterator[Running]:
-    queue: asyncio.Queue[DeviceEvent] = asyncio.Queue()
+) -> AsyncIterator[Harness[ZplPrinter]]:
     premature: list[DeviceEvent] = []
 
-    async def sink(event: DeviceEvent) -> None:
-        # Every test checks the one thing LABEL_STATUS evidence must never do: report a label the printer
-        # has not printed yet. Records carry their own id in their code, so the label is findable.
-        if printed(event) and isinstance(event, PrintEvidence):
-            values = {value for p in sim.engine.printed for _, value in p.fields}
-            if event.record_id in CODED and code(event.record_id) not in values:
-                premature.append(event)
-        await queue.put(event)
+    def build(events: EventSink) -> ZplPrinter:
+        async def sink(event: DeviceEvent) -> None:
+            # Every test checks the one thing LABEL_STATUS evidence must never do: report a label the printer
+            # has not printed yet. Records carry their own id in their code, so the label is findable.
+            if is_printed(event) and isinstance(event, PrintEvidence):
+                values = {value for p in sim.engine.printed for _, value in p.fields}
+                if event.record_id in CODED and code(event.record_id) not in values:
+                    premature.append(event)
+            await events(event)
 
-    driver = ZplPrinter(
-        make_context(sim.transport_spec(), sink, response_timeout_s=response_timeout_s), opts or options()
-    )
-    try:
-        assert await driver.connect() == DeviceInfo(model=MODEL)
-        task = asyncio.create_task(driver.run()) if run else None
-        try:
-            yield Running(driver, sim, queue, task)
-        finally:
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
-                if not task.cancelled():
-                    task.exception()  # already checked by the test, or irrelevant to it
-    finally:
-        await driver.close()
+        context = make_context(sim.transport_spec(), sink, response_timeout_s=response_timeout_s, sleep=asyncio.sleep)
+        return ZplPrinter(context, opts or options())
+
+    async with connected_driver(build, run=run) as harness:
+        assert harness.info == DeviceInfo(model=MODEL)
+        yield harness
     assert premature == [], "PRINTED before the printer printed the label"
 
 
@@ -196,7 +149,7 @@ async def test_connect_asks_host_status_and_downloads_the_format():
 async def test_connect_to_a_printer_that_never_answers_fails_and_closes_the_link():
     async with new_sim() as sim:
         sim.faults.inject(Stall())
-        driver = ZplPrinter(make_context(sim.transport_spec(), _ignore, response_timeout_s=SHORT_TIMEOUT_S), options())
+        driver = ZplPrinter(make_context(sim.transport_spec(), ignore, response_timeout_s=SHORT_TIMEOUT_S), options())
         with pytest.raises(TransientDeviceError, match="handshake"):
             await driver.connect()
         assert driver._link is None  # closed on the way out; the fd guard checks nothing leaked
@@ -250,7 +203,7 @@ async def test_loaded_labels_print_in_order_with_their_record_ids():
         await wait_for(sim, lambda: sim.engine.buffered == 4)
         for _ in ids:
             assert sim.product_detect() is not None
-        done = await run.take(printed, 4)
+        done = await run.take(is_printed, 4)
     assert done == [evidence(i, PrintOutcome.PRINTED) for i in ids]
     assert [p.fields for p in sim.engine.printed] == [(("FN1", code(i)),) for i in ids]
     assert [p.job for p in sim.engine.printed] == [FORMAT] * 4
@@ -274,7 +227,7 @@ async def test_field_numbers_map_record_fields_onto_the_format():
         await run.driver.load([PrintRecord(5, (("SSCC", "00123"), ("GTIN", "0950110153000")))])
         await wait_for(sim, lambda: sim.engine.buffered == 1)
         sim.product_detect()
-        assert await run.take(printed) == [evidence(5, PrintOutcome.PRINTED)]
+        assert await run.take(is_printed) == [evidence(5, PrintOutcome.PRINTED)]
     assert sim.engine.printed[0].fields == (("FN2", "00123"), ("FN1", "0950110153000"))
 
 
@@ -304,16 +257,16 @@ async def test_clear_cancels_everything_and_nothing_from_before_prints():
         await run.driver.load(records(1, 2, 3))
         await wait_for(sim, lambda: sim.engine.buffered == 3)
         sim.product_detect()
-        assert await run.take(printed) == [evidence(1, PrintOutcome.PRINTED)]
+        assert await run.take(is_printed) == [evidence(1, PrintOutcome.PRINTED)]
         await run.driver.clear()
         await wait_for(sim, lambda: sim.engine.buffered == 0)
         assert sim.product_detect() is None
         await run.driver.load(records(4))
         await wait_for(sim, lambda: sim.engine.buffered == 1)
         sim.product_detect()
-        assert await run.take(printed) == [evidence(4, PrintOutcome.PRINTED)]
+        assert await run.take(is_printed) == [evidence(4, PrintOutcome.PRINTED)]
         await polls(sim, 5)
-    assert [e.record_id for e in run.drain() if printed(e)] == [1, 4]
+    assert [e.record_id for e in run.drain() if is_printed(e)] == [1, 4]
     assert [p.fields[0][1] for p in sim.engine.printed] == [code(1), code(4)]
 
 
@@ -328,9 +281,9 @@ async def test_labels_the_driver_never_sent_are_never_reported_printed():
             sim.product_detect()
             sim.product_detect()
             await polls(sim, 5)
-            assert not [e for e in second.drain() if printed(e)]
+            assert not [e for e in second.drain() if is_printed(e)]
             sim.product_detect()
-            assert await second.take(printed) == [evidence(3, PrintOutcome.PRINTED)]
+            assert await second.take(is_printed) == [evidence(3, PrintOutcome.PRINTED)]
 
 
 async def test_counters_from_host_status():
@@ -447,11 +400,11 @@ async def test_duplicate_answers_never_give_a_duplicate_or_wrong_printed():
         sim.engine.inject_reply(ReplyFault.DUPLICATE, count=4)
         sim.product_detect()
         sim.product_detect()
-        done = await run.take(printed, 3)
+        done = await run.take(is_printed, 3)
         await polls(sim, 10)
         strays = [e for e in run.drain() if isinstance(e, DeviceGarbage) and e.reason == STRAY]
     assert done == [evidence(i, PrintOutcome.PRINTED) for i in (1, 2, 3)]
-    assert [e.record_id for e in run.seen if printed(e)] == [1, 2, 3]
+    assert [e.record_id for e in run.seen if is_printed(e)] == [1, 2, 3]
     assert strays
 
 
@@ -464,7 +417,7 @@ async def test_one_answer_with_a_digit_corrupted_into_another_digit_prints_nothi
         sim.faults.inject(Corrupt(offset=len("\x02000,0,0,1218,00"), mask=0x03))
         await polls(sim, 6)
         assert sim.faults.active == ()
-        assert not [e for e in run.drain() if printed(e)]
+        assert not [e for e in run.drain() if is_printed(e)]
 
 
 class LaggingSim(ZplSim):
@@ -487,10 +440,10 @@ async def test_answers_lagging_their_requests_never_count_labels_sent_meanwhile(
         await run.driver.load(records(3, 4))  # lagging answers still show 2 waiting: 2 of 4 "printed"
         await wait_for(sim, lambda: sim.engine.buffered == 4)
         await polls(sim, 8)
-        assert not [e for e in run.drain() if printed(e)]
+        assert not [e for e in run.drain() if is_printed(e)]
         for _ in range(4):
             sim.product_detect()
-        done = await run.take(printed, 4)
+        done = await run.take(is_printed, 4)
     assert done == [evidence(i, PrintOutcome.PRINTED) for i in (1, 2, 3, 4)]
 
 
@@ -500,7 +453,7 @@ async def test_disconnect_mid_answer_ends_run_with_a_transient_error():
         sim.faults.inject(Disconnect(after_bytes=10))
         with pytest.raises(TransientDeviceError):
             await run.ended()
-        assert not [e for e in run.drain() if printed(e)]
+        assert not [e for e in run.drain() if is_printed(e)]
 
 
 async def test_power_cycle_drops_the_link_and_a_new_driver_clears_the_printer():
@@ -538,7 +491,7 @@ async def test_from_options_builds_a_printer_the_driver_prints_on():
         await run.driver.load([PrintRecord(9, (("SSCC", "00123"),))])
         await wait_for(sim, lambda: sim.engine.buffered == 1)
         sim.product_detect()
-        assert await run.take(printed) == [evidence(9, PrintOutcome.PRINTED)]
+        assert await run.take(is_printed) == [evidence(9, PrintOutcome.PRINTED)]
     assert sim.labels[0].stored
 
 
@@ -563,7 +516,7 @@ async def test_the_simulator_prints_each_copy_and_ignores_what_it_cannot_parse()
 
 async def test_the_driver_is_single_use_and_needs_connect():
     async with new_sim() as sim:
-        driver = ZplPrinter(make_context(sim.transport_spec(), _ignore), options())
+        driver = ZplPrinter(make_context(sim.transport_spec(), ignore), options())
         with pytest.raises(RuntimeError, match="connect"):
             await driver.run()
         with pytest.raises(RuntimeError, match="connect"):
@@ -611,8 +564,5 @@ def test_options_refuse_unknown_keys_and_bad_values():
 
 def test_other_options_are_refused():
     with pytest.raises(TypeError):
-        ZplPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), _ignore), DriverOptions())
+        ZplPrinter(make_context(TransportSpec(url="socket://127.0.0.1:1"), ignore), DriverOptions())
 
-
-async def _ignore(event: DeviceEvent) -> None:
-    pass

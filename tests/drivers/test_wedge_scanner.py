@@ -35,14 +35,6 @@ DEVICE = "scanner-1"
 HANG_GUARD_S = 10.0
 
 
-
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request) -> str:
-    return request.param
-
-
 def make_context(spec: TransportSpec, events) -> DriverContext:
     return DriverContext(
         device_id=DEVICE,
