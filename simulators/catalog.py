@@ -35,7 +35,10 @@ def _wedge(options: DriverOptions, port: int, transport: SimTransport) -> Simula
 
 
 def _printer(driver: str, module: str) -> SimFactory:
-    """Return a factory calling ``simulators.<module>.from_options`` (imported on first use)."""
+    """Return a factory calling ``simulators.<module>.from_options`` (imported on first use).
+
+    Printer simulators come up on their first job, as a printer powers up on the job it was left on.
+    """
 
     def factory(options: DriverOptions, port: int, transport: SimTransport) -> Simulator:
         expected = driver_class(driver).Options
@@ -61,6 +64,9 @@ SIMULATORS: dict[str, SimFactory] = {
     "printer.domino": _printer("printer.domino", "domino"),
     "printer.keyence-md": _printer("printer.keyence-md", "keyence_md"),
     "printer.zpl": _printer("printer.zpl", "zpl"),
+    "reader.dmcc": _printer("reader.dmcc", "dmcc"),
+    "reader.keyence-sr": _printer("reader.keyence-sr", "keyence_sr"),
+    "plc.modbus": _printer("plc.modbus", "plc"),
 }
 
 
