@@ -1,0 +1,1 @@
+"""Vision inspection: decoding camera frames and grading the symbols found."""
