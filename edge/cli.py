@@ -14,6 +14,7 @@ import structlog
 
 from edge import __version__, batch_cli
 from edge.errors import ConfigError, EdgeError
+from edge.vision import cli as vision_cli
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command line, read top to bottom
     parser = argparse.ArgumentParser(prog="lineside", description="Level-2 line controller for pharma serialization.")
     parser.add_argument("--version", action="version", version=f"lineside {__version__}")
     sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -52,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("-c", "--config", type=Path, help="demo line configuration (default: config/demo.yaml)")
     demo.add_argument("--state-dir", type=Path, help="keep state here instead of a temporary directory")
     demo.add_argument("--units", type=_positive, default=200, help="serials to print (default 200)")
-    demo.add_argument("--ppm", type=float, default=600.0, help="packs a minute past the printer (default 600)")
+    demo.add_argument("--ppm", type=float, default=600.0, help="packs a minute on the belt (default 600)")
+    demo.add_argument("--defect-every", type=int, default=10,
+                      help="a reject-worthy defect on every nth pack, cosmetic ones between (0: none; default 10)")
     demo.add_argument("--duration", type=float, help="give up after this many seconds (default: when printed)")
     _log_options(demo)
     demo.set_defaults(handler=_cmd_demo)
@@ -86,11 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     gs1_build.set_defaults(handler=_cmd_gs1_build)
 
     batch_cli.add_parser(sub)
+    vision_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1", "print"],
+    bench.add_argument("name", choices=["store", "gs1", "print", "decode"],
                        help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s; "
-                            "print: serials/s with per-serial evidence through each printer driver and simulator")
+                            "print: serials/s with per-serial evidence through each printer driver and simulator; "
+                            "decode: ms per 1280x1024 frame to find and decode a GS1 DataMatrix")
     bench.add_argument("--transitions", type=_positive, default=300_000,
                        help="serial transitions per pass (store; default 300,000)")
     bench.add_argument("--serials", type=_positive, default=1_000_000,
@@ -99,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
     bench.add_argument("--units", type=_positive, default=1000, help="serials printed per driver (print)")
     bench.add_argument("--driver", action="append", help="only this printer driver, e.g. printer.zipher (print)")
+    bench.add_argument("--frames", type=_positive, default=300, help="frames per set, clean and degraded (decode)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_cmd_bench)
     return parser
@@ -152,7 +158,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"lineside demo: --ppm must be positive, not {args.ppm:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return run_demo(config_path=args.config, state_dir=args.state_dir,
-                    run=DemoRun(units=args.units, ppm=args.ppm, duration_s=args.duration),
+                    run=DemoRun(units=args.units, ppm=args.ppm, defect_every=max(0, args.defect_every),
+                                duration_s=args.duration),
                     log_level=args.log_level, log_format=args.log_format)
 
 
@@ -183,7 +190,11 @@ def _cmd_config_schema(_args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.name == "gs1":
+    if args.name == "decode":
+        from edge.vision.bench import bench_decode  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        result = bench_decode(frames=args.frames)
+    elif args.name == "gs1":
         from edge.gs1.bench import bench_gs1  # noqa: PLC0415 - keeps `lineside --help` fast
 
         result = bench_gs1(strings=args.strings)
@@ -216,6 +227,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _print_store_bench(result)
     elif args.name == "print":
         _print_print_bench(result)
+    elif args.name == "decode":
+        _print_decode_bench(result)
     else:
         head, base = result["headline"], result["baseline"]
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
@@ -239,6 +252,21 @@ def _print_print_bench(result: dict[str, Any]) -> None:
         print(f"{name:<20}{row['per_s']:>12,.1f}{row['baseline_per_s']:>12,.1f}  {problems}")
     print(f"{head['metric']}: {head['value']:,.1f} {head['unit']} (target {head['target']:,.0f})")
     print(f"baseline, {base['name']}: {base['value']:,.1f} {base['unit']}")
+
+
+def _print_decode_bench(result: dict[str, Any]) -> None:
+    """Print one line per decoder and frame set: median, p99 and read rate."""
+    head, base, details = result["headline"], result["baseline"], result["details"]
+    print(f"{'set':<10}{'decoder':<22}{'frames':>7}{'median ms':>11}{'p99 ms':>9}{'reads':>8}")
+    for set_name, row in details["sets"].items():
+        for name, figures in row.items():
+            if isinstance(figures, dict):
+                print(f"{set_name:<10}{name:<22}{figures['frames']:>7}{figures['median_ms']:>11.2f}"
+                      f"{figures['p99_ms']:>9.2f}{figures['read_rate']:>8.1%}")
+        print(f"{set_name:<10}{'grading (ours)':<22}{'':>7}{row['grade_ms_median'] or 0:>11.2f}")
+    print(f"{head['metric']}: {head['value']:.2f} {head['unit']} (target {head['target']}), "
+          f"reads {head['read_rate']:.1%}")
+    print(f"baseline, {base['name']}: {base['value']:.2f} {base['unit']}")
 
 
 def _print_store_bench(result: dict[str, Any]) -> None:
