@@ -10,23 +10,27 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext, EventSink
+from drivers.plc.base import LineIoStatus, ProductAt, RejectOutcome
 from drivers.printer.base import Printer, PrinterOptions, PrinterStatusChanged, PrintEvidence
 from edge import __version__
 from edge.api import ApiServer, make_app
-from edge.line.events import LineHoldRequest, LineResumable
+from edge.line.events import LineHoldRequest, LineResumable, LineStopRequest
 from edge.line.feeder import PrintFeeder
+from edge.line.inspection import Attached, InspectionService, RejectImages
+from edge.line.reading import Reading
 from edge.log import device_logger
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
 from edge.serials.batches import BatchService, CommandRequest, log_low_water
 from edge.serials.ledger import SerialLedger
 from edge.store import Store
-from edge.supervisor import DeviceSupervisor, LinkState, Sleep, default_backoff
+from edge.supervisor import DeviceSession, DeviceSupervisor, LinkState, Sleep, default_backoff
 from edge.systemd import Notifier
 
 if TYPE_CHECKING:
     from drivers.base import Driver
     from edge.config import DeviceConfig, LineConfig
+    from edge.config.models import InspectionConfig
 
 _LOG = structlog.get_logger("lineside.daemon")
 
@@ -72,6 +76,10 @@ class Daemon:
         self._api: ApiServer | None = None
         self.feeders: dict[str, PrintFeeder] = {}
         """The print feeder of each printer, by device id."""
+        self.inspection: InspectionService | None = None
+        """Judges the packs at the camera when the configuration has an inspection section."""
+        self._attached: dict[str, Attached] = {}
+        self._plc_id = config.inspection.plc if config.inspection is not None else None
 
     @property
     def api_port(self) -> int | None:
@@ -105,6 +113,9 @@ class Daemon:
         # Opening runs the integrity check and migrations: seconds on a large database, so not on the loop.
         store = self.store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
         ledger = SerialLedger(store, line_id=cfg.line.id)
+        reading = None
+        if cfg.inspection is not None:
+            reading = self._start_inspection(cfg.inspection, ledger, catalog)
         self.supervisors = [self._supervisor(dev, ledger) for dev in cfg.devices if dev.enabled]
         clean = True
         try:
@@ -128,6 +139,8 @@ class Daemon:
                 await self._recover(ledger, unclean=previous is not None)
                 work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
                 work.append(root.create_task(self._consume_events(), name="device-events"))
+                if self.inspection is not None:
+                    work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend(root.create_task(service(), name="service") for service in self._services)
                 api = self._api = ApiServer(make_app(batches), cfg.api.host, cfg.api.port, sleep=self._sleep)
                 work.append(root.create_task(api.run(), name="http-api"))
@@ -148,6 +161,8 @@ class Daemon:
                 heartbeat.cancel()
         finally:
             store.close()
+            if reading is not None:
+                reading.close()
         _LOG.info("line controller stopped", clean=clean)
         return 0 if clean else 1
 
@@ -183,17 +198,38 @@ class Daemon:
             return False
         return True
 
+    def _start_inspection(self, cfg: InspectionConfig, ledger: SerialLedger, catalog: Catalog) -> Reading:
+        """Build the inspection service and the decoder it uses; the caller closes the decoder."""
+        reading = Reading(cfg.decoder)
+        camera = self._attached[cfg.camera] = Attached()
+        plc = self._attached[cfg.plc] = Attached()
+        self.inspection = InspectionService(
+            ledger,
+            dict(catalog.markets),
+            camera_id=cfg.camera,
+            inspect=reading.inspect,
+            camera=camera,
+            plc=plc,
+            notify=self._events.put,
+            consecutive_reject_limit=cfg.consecutive_reject_limit,
+            reject_images=RejectImages(self.config.storage.state_dir / "rejects", int(cfg.reject_images.max_mb * 1e6)),
+        )
+        return reading
+
     def _supervisor(self, dev: DeviceConfig, ledger: SerialLedger) -> DeviceSupervisor:
         cls = driver_class(dev.driver)
         log = device_logger(dev.id)
-        feeder: PrintFeeder | None = None
+        session: DeviceSession | None = self._attached.get(dev.id)
         events: EventSink = self._events.put
         options = dev.parsed_options
         if issubclass(cls, Printer) and isinstance(options, PrinterOptions):
             feeder = self.feeders[dev.id] = PrintFeeder(
                 dev.id, ledger, fields=options.fields, job=options.job, notify=self._events.put, depth=options.depth
             )
+            session = feeder
             events = _fan_out(feeder.on_event, self._events.put)
+        elif self.inspection is not None and dev.id == self._plc_id:
+            events = _fan_out(self.inspection.on_event, self._events.put)
         context = DriverContext(
             device_id=dev.id,
             transport=dev.transport,
@@ -213,7 +249,7 @@ class Daemon:
             connect_timeout_s=dev.timeouts.connect_s,
             log=log,
             sleep=self._sleep,
-            session=feeder,
+            session=session,
         )
 
     async def _consume_events(self) -> None:
@@ -222,6 +258,10 @@ class Daemon:
             log = device_logger(event.device_id)
             if isinstance(event, CodeRead):
                 log.info("code read", data=printable(event.data))
+            elif isinstance(event, LineStopRequest):
+                log.error("line stop requested", alarm=event.alarm, reason=event.reason)
+            elif isinstance(event, (ProductAt, RejectOutcome, LineIoStatus)):
+                log.debug("line i/o", detail=repr(event))
             elif isinstance(event, LineHoldRequest):
                 log.warning("line hold requested", reason=event.reason)
             elif isinstance(event, LineResumable):

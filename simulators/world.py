@@ -95,6 +95,8 @@ class LineWorld:
     """False: the reject mechanism fires but the confirmation sensor never sees the pack (a fault)."""
     running: bool = True
     """The conveyor moves only while running (the line run output)."""
+    infeed: bool = True
+    """New packs come onto the belt (False: the infeed stopped, the belt empties)."""
     encoder: int = 0
     on_station: list[StationHook] = field(default_factory=list)
     products: deque[SimProduct] = field(default_factory=deque)
@@ -130,7 +132,7 @@ class LineWorld:
         while self.encoder < target:
             step = min(STEP_COUNTS, target - self.encoder)
             self.encoder += step
-            if self.encoder >= self._next_entry:
+            if self.encoder >= self._next_entry and self.infeed:
                 self._enter()
             self._cross(self.encoder - step, self.encoder)
         self._changed.set()

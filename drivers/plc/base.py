@@ -48,6 +48,18 @@ class RejectOutcome(DeviceEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProductsMissed(DeviceEvent):
+    """Products first..last passed a station while the driver could not see them (ring overrun or a seq skip).
+
+    The PLC rejected them by default; the line cannot account for them and must treat them as unknown.
+    """
+
+    station: Station
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LineIoStatus(DeviceEvent):
     """The line's inputs that are states, not edges: conveyor running, PLC watchdog happy."""
 

@@ -30,8 +30,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 
-from drivers.base import DeviceEvent, DeviceInfo, DriverContext, DriverOptions
-from drivers.plc.base import LineIo, LineIoStatus, ProductAt, RejectOutcome, StackLight, Station
+from drivers.base import DeviceInfo, DriverContext, DriverOptions
+from drivers.plc.base import LineIo, LineIoStatus, ProductAt, ProductsMissed, RejectOutcome, StackLight, Station
 from drivers.plc.register_map import (
     U32_WORDS,
     OutcomeFlags,
@@ -61,18 +61,6 @@ _FUNCTION_NAMES: Final = {
     15: "write coils",
     16: "write registers",
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProductsMissed(DeviceEvent):
-    """Products first..last passed a station while the driver could not see them (ring overrun or a seq skip).
-
-    The PLC rejected them by default; the line cannot account for them and must treat them as unknown.
-    """
-
-    station: Station
-    first: int
-    last: int
 
 
 @dataclass(slots=True)

@@ -219,13 +219,14 @@ class DeviceConfig(Section):
         driver = info.data.get("driver")
         if isinstance(driver, str):
             # Its ValidationError is kept whole by pydantic, so each problem stays at its own key.
-            registry.driver_class(driver).Options.model_validate(options)
+            # The context carries base_dir: a driver's relative file options start at the config's directory.
+            registry.driver_class(driver).Options.model_validate(options, context=info.context)
         return options
 
     @model_validator(mode="after")
-    def _build(self) -> Self:
+    def _build(self, info: ValidationInfo) -> Self:
         self._transport = TransportSpec(url=self.url, serial=self.serial)
-        self._options = registry.driver_class(self.driver).Options.model_validate(self.options)
+        self._options = registry.driver_class(self.driver).Options.model_validate(self.options, context=info.context)
         return self
 
     @property
@@ -334,6 +335,36 @@ class SerialPoolConfig(Section):
     """Seconds the command may take before it is killed and the failure logged."""
 
 
+class RejectImagesConfig(Section):
+    """Frames of rejected packs kept for the HMI."""
+
+    max_mb: float = Field(200.0, ge=0, le=1_000_000)
+    """Disk the kept frames may use, in MB; the oldest go first. 0 keeps none."""
+
+
+class InspectionConfig(Section):
+    """Which camera judges the packs and which PLC carries the verdicts to the reject station."""
+
+    camera: Identifier
+    """Device id of the camera (an image source) that sees each pack's code."""
+    plc: Identifier
+    """Device id of the line PLC that tracks packs and fires the reject."""
+    consecutive_reject_limit: int = Field(5, strict=True, ge=1, le=10_000)
+    """Rejects in a row that stop the line (the printer or the job is wrong, not the packs)."""
+    decoder: dict[str, Any] = Field(default_factory=dict)
+    """Decoder settings (region of interest, rotation, inversion, fallback), checked by the decoder."""
+    reject_images: RejectImagesConfig = Field(default_factory=RejectImagesConfig)
+    """Frames of rejected packs kept for the HMI."""
+
+    @field_validator("decoder")
+    @classmethod
+    def _decoder_options(cls, decoder: dict[str, Any]) -> dict[str, Any]:
+        from edge.vision.decode import DecoderOptions  # noqa: PLC0415 - zxing-cpp loads only for lines that inspect
+
+        DecoderOptions.model_validate(decoder)  # its own errors name the key
+        return decoder
+
+
 class LineConfig(Section):
     """One packaging line: its devices and the services the line controller runs for it."""
 
@@ -355,6 +386,8 @@ class LineConfig(Section):
     """Where the products and market rule packs are."""
     serial_pool: SerialPoolConfig = Field(default_factory=SerialPoolConfig)
     """What to do when a pool of serials from upstream runs low."""
+    inspection: InspectionConfig | None = None
+    """The camera, the PLC and the rules of inspection and rejection; without it no pack is judged."""
 
     _source: Path | None = PrivateAttr(None)
 
@@ -377,6 +410,22 @@ class LineConfig(Section):
                     first=("devices", first[device.id], "id"),
                 )
             first[device.id] = index
+        return self
+
+    @model_validator(mode="after")
+    def _inspection_devices(self) -> Self:
+        inspection = self.inspection
+        if inspection is None:
+            return self
+        roles = {device.id: registry.driver_class(device.driver).role for device in self.devices}
+        for key, role in (("camera", "camera"), ("plc", "plc")):
+            device_id = getattr(inspection, key)
+            if device_id not in roles:
+                known = ", ".join(sorted(roles)) or "none"
+                raise RelationError(f'no device "{device_id}" (devices: {known})', at=("inspection", key))
+            if roles[device_id] != role:
+                raise RelationError(f'device "{device_id}" is a {roles[device_id]}, not a {role}',
+                                    at=("inspection", key))
         return self
 
     @model_validator(mode="after")

@@ -27,11 +27,11 @@ import structlog
 
 from drivers.base import DeviceEvent, EventSink, utc_now
 from drivers.camera.base import ImageSource
-from drivers.plc.base import LineIo, ProductAt, RejectOutcome, Station
+from drivers.plc.base import LineIo, ProductAt, ProductsMissed, RejectOutcome, Station
 from edge.errors import BatchError, DeviceError, IllegalTransitionError
 from edge.line.events import LineStopRequest
 from edge.line.records import BatchDocuments, order_of, plan_for
-from edge.line.tracking import Alarm, Tracker
+from edge.line.tracking import Alarm, AlarmKind, Tracker
 from edge.line.verdict import Expectation, Read, RejectReason, SerialRow, Verdict, judge, serial_of
 from edge.products.models import Product
 from edge.serials.states import BatchState, SerialState
@@ -94,6 +94,8 @@ class InspectionCounts:
     rejected: Counter[str] = field(default_factory=Counter)
     """Rejected packs by reason."""
     confirmed_rejects: int = 0
+    settled: int = 0
+    """Packs the reject station reported on (passed or rejected)."""
     good_but_rejected: int = 0
     alarms: Counter[str] = field(default_factory=Counter)
 
@@ -174,6 +176,9 @@ class InspectionService:
                 self._log.error("inspection cannot keep up: pack left without a verdict", product=event.product)
         elif isinstance(event, RejectOutcome):
             await self._settle(event)
+        elif isinstance(event, ProductsMissed):
+            detail = f"packs {event.first} to {event.last} passed the {event.station.value} unseen by the line"
+            await self._raise((Alarm(AlarmKind.TRACKING_MISMATCH, event.first, detail),))
 
     async def run(self) -> None:
         """Judge queued packs, one at a time in camera order, until cancelled."""
@@ -275,6 +280,7 @@ class InspectionService:
 
     async def _settle(self, outcome: RejectOutcome) -> None:
         settled = self.tracker.at_reject(outcome.product, rejected=outcome.rejected, confirmed=outcome.confirmed)
+        self.counts.settled += 1
         if outcome.rejected and outcome.confirmed:
             self.counts.confirmed_rejects += 1
         if settled.good_but_rejected and settled.record is not None and settled.record.verdict is not None:
@@ -332,6 +338,7 @@ def describe(counts: InspectionCounts) -> dict[str, Any]:
         "good": counts.good,
         "rejected": dict(counts.rejected),
         "confirmed_rejects": counts.confirmed_rejects,
+        "settled": counts.settled,
         "good_but_rejected": counts.good_but_rejected,
         "alarms": dict(counts.alarms),
     }

@@ -21,8 +21,8 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.constants import ExcCodes
 
 from drivers.base import DeviceEvent, DeviceInfo, DriverContext
-from drivers.plc.base import LineIo, LineIoStatus, ProductAt, RejectOutcome, StackLight, Station
-from drivers.plc.modbus import ModbusLineIo, ProductsMissed
+from drivers.plc.base import LineIo, LineIoStatus, ProductAt, ProductsMissed, RejectOutcome, StackLight, Station
+from drivers.plc.modbus import ModbusLineIo
 from drivers.plc.register_map import DEFAULT_MAP_PATH, RegisterMap, Verdict, load_register_map
 from drivers.transport.spec import TransportSpec
 from edge.errors import DeviceRejectedError, ProtocolError, TransientDeviceError
