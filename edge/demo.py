@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from edge.config import DeviceConfig, StorageConfig, load_config
+from edge.config import StorageConfig, load_config
 from edge.daemon import Daemon, printable
 from edge.errors import ConfigError, EdgeError
 from edge.gs1.element import parse
+from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
-from simulators.catalog import simulator_for
+from simulators.catalog import SIMULATORS, simulator_for
 from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
 
@@ -33,6 +34,7 @@ _LOG = structlog.get_logger("lineside.demo")
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 DEFAULT_UNITS = 200
 DEFAULT_PPM = 600.0
+DEFAULT_DEFECT_EVERY = 10
 """Packs a minute past the simulated printer: a fast line of today."""
 SCAN_QUEUE = 1024
 PROGRESS_POLL_S = 0.5
@@ -53,7 +55,10 @@ class DemoRun:
     """What one demo run makes."""
 
     units: int = DEFAULT_UNITS
+    """Packs through the line (printed, inspected, shipped or rejected)."""
     ppm: float = DEFAULT_PPM
+    defect_every: int = DEFAULT_DEFECT_EVERY
+    """A reject-worthy defect on every nth pack (0: none), cosmetic ones in between."""
     duration_s: float | None = None
 
 
@@ -90,22 +95,27 @@ def run_demo(
 
 
 async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
-    sims = {dev.id: simulator_for(dev.driver, dev.parsed_options) for dev in config.devices if dev.enabled}
-    for sim in sims.values():
-        await sim.bind()
-    config = _pointed_at(config, sims)
-    printers = {device_id: sim for device_id, sim in sims.items() if isinstance(sim, PrinterSimulator)}
-    scanners = [sim for sim in sims.values() if isinstance(sim, WedgeScannerSim)]
+    plan = mixed_plan(run.defect_every, cosmetic_every=run.defect_every * 2 + 1) if run.defect_every else None
+    async with SimulatedLine(config, defects=plan) as line:
+        return await _run_line(line, config_sha256, run)
+
+
+async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> int:
+    config = line.config
+    printer = line.printer
+    scanners = [sim for sim in line.sims.values() if isinstance(sim, WedgeScannerSim)]
     outcome: dict[str, Any] = {}
     daemon: Daemon
 
     async def production() -> None:
         await daemon.ready.wait()
         async with asyncio.timeout(CONNECT_WAIT_S):
-            for sim in sims.values():
+            for sim in line.sims.values():
                 await sim.wait_for_connection()
+            if line.plc is not None:
+                await line.plc.wait_for_connection()
         batches = daemon.batches
-        if batches is None or not printers:
+        if batches is None or printer is None:
             _LOG.warning("nothing to print: the demo line has no printer")
             return
         order = DEMO_ORDER.format(work_order=f"DEMO-{secrets.token_hex(3).upper()}", line=config.line.id,
@@ -114,48 +124,45 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
         await batches.release(batch.id, operator="demo")
         await batches.start(batch.id, operator="demo")
         _LOG.info("batch running", batch=batch.id, work_order=batch.work_order, units=run.units, ppm=run.ppm)
-        device_id, printer = next(iter(printers.items()))
         reads: asyncio.Queue[bytes] = asyncio.Queue(maxsize=SCAN_QUEUE)
         # The hand scanner at the packing station reads back what the printer printed.
         printer.engine.on_print.append(lambda printed: _offer(reads, printed.fields[0][1].encode("latin-1")))
         async with asyncio.TaskGroup() as tasks:
-            products = tasks.create_task(printer.engine.run_product_detect(run.ppm), name="demo products")
+            belt = tasks.create_task(line.world.run(run.ppm), name="demo belt")
             scanning = tasks.create_task(_scan(reads, scanners), name="demo scanner")
-            await _until_printed(daemon, device_id, printer, run.units)
-            products.cancel()
+            await _until_off_the_belt(line, run.units)
+            line.world.running = False  # the line stops; what is on the belt stays there
+            belt.cancel()
             scanning.cancel()
+        if daemon.inspection is not None:
+            await daemon.inspection.idle()
         await batches.pause(batch.id, operator="demo")
-        outcome.update(await _summary(batches, batch.id, printer))
+        outcome.update(await _summary(batches, batch.id, line, daemon))
         daemon.request_shutdown()
 
     async def stop_after() -> None:
         if run.duration_s is None:
             return
         await asyncio.sleep(run.duration_s)
-        _LOG.warning("demo stopped by --duration before the batch was printed", duration_s=run.duration_s)
+        _LOG.warning("demo stopped by --duration before the batch was done", duration_s=run.duration_s)
         daemon.request_shutdown()
 
-    services = [sim.serve for sim in sims.values()]
-    daemon = Daemon(config, config_sha256=config_sha256, services=[*services, production, stop_after])
-    _LOG.info("demo starting", devices=len(sims), state_dir=str(config.storage.state_dir))
+    daemon = Daemon(config, config_sha256=config_sha256, services=[production, stop_after])
+    _LOG.info("demo starting", devices=len(config.devices), state_dir=str(config.storage.state_dir))
     code = await daemon.run()
     if not outcome:
         return code or 1
     _print_summary(outcome)
-    return code if outcome["printed_by_device"] == run.units and not outcome["problems"] else 1
+    return code if not outcome["problems"] else 1
 
 
-async def _until_printed(daemon: Daemon, device_id: str, printer: PrinterSimulator, units: int) -> None:
-    """Return once the printer printed units and the store recorded each of them printed."""
-    feeder = daemon.feeders[device_id]
-    while len(printer.engine.printed) < units or feeder.counts.printed < units:
-        if len(printer.engine.printed) >= units:
-            printer.engine.printing = False  # enough packs: the line stops while the store catches up
-        changed = printer.engine.wait_changed()
-        changed.clear()
+async def _until_off_the_belt(line: SimulatedLine, units: int) -> None:
+    """Return once units packs left the belt (to the case packer or the reject bin)."""
+    world = line.world
+    while len(world.shipped) + len(world.reject_bin) < units:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PROGRESS_POLL_S):
-                await changed.wait()
+                await world.wait_changed()
 
 
 async def _scan(reads: asyncio.Queue[bytes], scanners: list[WedgeScannerSim]) -> None:
@@ -171,33 +178,61 @@ def _offer(reads: asyncio.Queue[bytes], code: bytes) -> None:
         reads.put_nowait(code)
 
 
-async def _summary(batches: BatchService, batch_id: int, printer: PrinterSimulator) -> dict[str, Any]:
+async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, daemon: Daemon) -> dict[str, Any]:
+    world = line.world
     states = await batches.ledger.counts(batch_id)
-    printed = [p.fields[0][1] for p in printer.engine.printed]
+    printer = line.printer
+    printed = [p.fields[0][1] for p in printer.engine.printed if p.fields[0][1]] if printer is not None else []
     serials = [_serial_of(code) for code in printed]
     problems = []
     if len(set(serials)) != len(serials):
         problems.append("a serial was printed twice")
-    store_printed = states.get("printed", 0)
-    if store_printed != len(printed):
-        problems.append(f"the printer printed {len(printed)}, the store says {store_printed} printed")
+    defects: dict[str, list[int]] = {}
+    left = [*world.shipped, *world.reject_bin]
+    for pack in left:
+        for defect in pack.defects:
+            row = defects.setdefault(defect.kind.value, [0, 0])
+            row[0] += 1
+            row[1] += int(bool(pack.rejected))
+            cosmetic = defect.kind in COSMETIC_DEFECTS
+            if not cosmetic and not pack.rejected:
+                problems.append(f"pack {pack.seq} with {defect.kind.value} was not rejected")
+    inspection = daemon.inspection
+    verdicts = inspection.verdicts if inspection is not None else {}
+    for pack in world.shipped:
+        verdict = verdicts.get(pack.seq)
+        if verdict is None or not verdict.good:
+            problems.append(f"pack {pack.seq} left the line without a good verdict")
+    if world.escaped:
+        problems.append(f"{len(world.escaped)} rejected pack(s) without confirmation")
     return {
         "batch": batch_id,
+        "packs": len(left),
+        "shipped": len(world.shipped),
+        "rejected": len(world.reject_bin),
+        "reasons": dict(inspection.counts.rejected) if inspection is not None else {},
+        "alarms": dict(inspection.counts.alarms) if inspection is not None else {},
+        "defects": defects,
         "printed_by_device": len(printed),
         "states": {state: count for state, count in states.items() if count},
-        "first": printed[:3],
-        "last": printed[-3:],
+        "first": printed[:2],
         "problems": problems,
     }
 
 
 def _print_summary(outcome: dict[str, Any]) -> None:
     lines = [
-        f"batch {outcome['batch']}: the printer printed {outcome['printed_by_device']} serials",
+        f"batch {outcome['batch']}: {outcome['packs']} packs off the belt, {outcome['printed_by_device']} printed",
+        f"good, to the case packer: {outcome['shipped']}",
+        f"rejected: {outcome['rejected']}"
+        + ("  (" + ", ".join(f"{r} {n}" for r, n in sorted(outcome["reasons"].items())) + ")"
+           if outcome["reasons"] else ""),
+        "defects injected (rejected/injected): "
+        + (", ".join(f"{kind} {row[1]}/{row[0]}" for kind, row in sorted(outcome["defects"].items())) or "none"),
         "serials by state: " + ", ".join(f"{state} {count}" for state, count in outcome["states"].items()),
+        "alarms: " + (", ".join(f"{a} {n}" for a, n in outcome["alarms"].items()) or "none"),
         "first printed: " + ", ".join(printable(code.encode("latin-1")) for code in outcome["first"]),
-        "last printed:  " + ", ".join(printable(code.encode("latin-1")) for code in outcome["last"]),
-        "problems: " + ("; ".join(outcome["problems"]) or "none"),
+        "problems: " + ("; ".join(outcome["problems"][:10]) or "none"),
     ]
     print("\n".join(lines))  # noqa: T201 - the command's output
 
@@ -216,11 +251,17 @@ async def run_simulators(config: LineConfig, *, duration_s: float | None, ppm: f
     is logged (point the device's url there). With ppm, products pass each printer's head at that rate.
     """
     sims: list[Simulator] = []
+    simulated = []
     for dev in config.devices:
+        if dev.driver not in SIMULATORS:
+            _LOG.warning("not simulated on its own (it needs the demo's simulated line)", device=dev.id,
+                         driver=dev.driver)
+            continue
         if dev.transport.is_tcp:
             sims.append(simulator_for(dev.driver, dev.parsed_options, port=dev.transport.host_port[1]))
         else:
             sims.append(simulator_for(dev.driver, dev.parsed_options, transport="pty"))
+        simulated.append(dev)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -228,7 +269,7 @@ async def run_simulators(config: LineConfig, *, duration_s: float | None, ppm: f
     try:
         async with asyncio.TaskGroup() as tg:
             serving = []
-            for dev, sim in zip(config.devices, sims, strict=True):
+            for dev, sim in zip(simulated, sims, strict=True):
                 _LOG.info("simulator listening", device=dev.id, url=await sim.bind(), simulator=type(sim).__name__)
                 serving.append(tg.create_task(sim.serve()))
                 if ppm > 0 and isinstance(sim, PrinterSimulator):
@@ -242,16 +283,3 @@ async def run_simulators(config: LineConfig, *, duration_s: float | None, ppm: f
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
-
-
-def _pointed_at(config: LineConfig, sims: dict[str, Simulator]) -> LineConfig:
-    devices = []
-    for dev in config.devices:
-        sim = sims.get(dev.id)
-        if sim is None:
-            devices.append(dev)
-            continue
-        data = dev.model_dump(exclude_unset=True) | {"url": sim.url}
-        data.pop("serial", None)
-        devices.append(DeviceConfig.model_validate(data))
-    return config.model_copy(update={"devices": tuple(devices)})

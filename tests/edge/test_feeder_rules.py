@@ -96,15 +96,19 @@ async def test_a_paused_batch_keeps_the_buffer(tmp_path: Path) -> None:
         assert r.holds == []
 
 
-def test_demo_prints_a_batch_and_reports_it(tmp_path: Path) -> None:
+def test_demo_prints_inspects_and_rejects_every_injected_defect(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "edge", "demo", "--units", "30", "--ppm", "6000", "--log-level", "warning",
-         "--state-dir", str(tmp_path / "state")],
+        [sys.executable, "-m", "edge", "demo", "--units", "60", "--ppm", "1200", "--defect-every", "4",
+         "--log-level", "warning", "--state-dir", str(tmp_path / "state")],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "the printer printed 30 serials" in done.stdout
-    assert "printed 30" in done.stdout
+    assert "60 packs off the belt" in done.stdout
+    defects = next(line for line in done.stdout.splitlines() if line.startswith("defects injected"))
+    for kind in ("blur", "low-contrast", "damage", "missing", "wrong-code", "duplicate", "two-codes"):
+        count = defects.split(f"{kind} ")[1].split(",")[0]
+        rejected, injected = count.split("/")
+        assert rejected == injected != "0", defects
     assert "problems: none" in done.stdout
 
 
