@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 Inspect = Callable[["npt.NDArray[np.uint8]"], Awaitable[list[Read]]]
 """Decode and grade one frame off the event loop; return every code found with its grade."""
 
+Passed = Callable[[int, Verdict], Awaitable[None]]
+"""Told of each good pack that passed the reject station (product sequence number, its verdict): packing."""
+
 CAPTURE_TIMEOUT_S: Final = 0.5
 """Longest a frame may take: at 600 packs a minute the next pack is at the camera 100 ms later, and a pack whose
 frame is later than this has no verdict in time anyway (it is rejected by default)."""
@@ -143,6 +146,7 @@ class InspectionService:
         notify: EventSink,
         consecutive_reject_limit: int = 5,
         reject_images: RejectImages | None = None,
+        passed: Passed | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.counts = InspectionCounts()
@@ -157,6 +161,7 @@ class InspectionService:
         self._plc = plc
         self._notify = notify
         self._images = reject_images
+        self._passed = passed
         self._clock = clock
         self._queue: asyncio.Queue[ProductAt] = asyncio.Queue(INSPECTION_QUEUE_SIZE)
         self._expectation: tuple[int, Expectation] | None = None
@@ -292,6 +297,10 @@ class InspectionService:
                 await self._move(serial_id, SerialState.DESTROYED, "good pack rejected: its verdict came too late",
                                  expect=frozenset({SerialState.COMMISSIONED}))
         await self._raise(settled.alarms)
+        verdict = None if settled.record is None else settled.record.verdict
+        if self._passed is not None and not outcome.rejected and verdict is not None and verdict.good:
+            # Only now is the pack past the last point it could leave the line: packing may count it.
+            await self._passed(outcome.product, verdict)
 
     async def _raise(self, alarms: tuple[Alarm, ...]) -> None:
         for alarm in alarms:
