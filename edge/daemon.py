@@ -222,7 +222,7 @@ class Daemon:
         session: DeviceSession | None = self._attached.get(dev.id)
         events: EventSink = self._events.put
         options = dev.parsed_options
-        if issubclass(cls, Printer) and isinstance(options, PrinterOptions):
+        if issubclass(cls, Printer) and isinstance(options, PrinterOptions) and options.feeds == "units":
             feeder = self.feeders[dev.id] = PrintFeeder(
                 dev.id, ledger, fields=options.fields, job=options.job, notify=self._events.put, depth=options.depth
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from pydantic import Field, field_validator
 
@@ -175,6 +175,9 @@ class PrinterCounters:
 class PrinterOptions(DriverOptions):
     """Options every printer driver takes; a dialect adds its own."""
 
+    feeds: Literal["units", "labels"] = "units"
+    """units: the print feeder keeps it filled with the running batch's serials (unit codes); labels: it prints
+    case and pallet labels when aggregation closes a container."""
     job: str | None = None
     """Job, message, program or stored format selected at connect (None: keep what the device has)."""
     fields: dict[str, str] = Field(default_factory=lambda: {"CODE": "code"}, min_length=1)
