@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -16,7 +17,7 @@ from edge import __version__
 from edge.api import ApiServer, make_app
 from edge.line.events import LineHoldRequest, LineResumable, LineStopRequest
 from edge.line.feeder import PrintFeeder
-from edge.line.inspection import Attached, InspectionService, RejectImages
+from edge.line.inspection import Attached, InspectionService, RejectImages, describe
 from edge.line.reading import Reading
 from edge.log import device_logger
 from edge.products.load import Catalog, load_catalog
@@ -142,7 +143,9 @@ class Daemon:
                 if self.inspection is not None:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend(root.create_task(service(), name="service") for service in self._services)
-                api = self._api = ApiServer(make_app(batches), cfg.api.host, cfg.api.port, sleep=self._sleep)
+                api = self._api = ApiServer(
+                    make_app(batches, line_status=self.line_status), cfg.api.host, cfg.api.port, sleep=self._sleep
+                )
                 work.append(root.create_task(api.run(), name="http-api"))
                 await api.attempted.wait()  # listening (or retrying, logged) before the line reports ready
                 heartbeat = root.create_task(self._heartbeat(store), name="sd-heartbeat")
@@ -296,6 +299,22 @@ class Daemon:
                 self._notifier.status(line)
                 last_status = line
             await asyncio.sleep(period)
+
+    def line_status(self) -> dict[str, Any]:
+        """Return the line as it runs: device links, printer feeding, inspection (the API's /line)."""
+        devices = [
+            {"id": s.status.device_id, "state": s.status.state.value, "last_error": s.status.last_error,
+             "connects": s.status.connects, "failures": s.status.failures,
+             "model": None if s.status.info is None else s.status.info.model}
+            for s in self.supervisors
+        ]
+        printers = {
+            device_id: {**asdict(feeder.counts), "holding": feeder.holding, "outstanding": len(feeder.outstanding)}
+            for device_id, feeder in self.feeders.items()
+        }
+        inspection = None if self.inspection is None else describe(self.inspection.counts)
+        return {"devices": devices, "printers": printers, "inspection": inspection,
+                "in_doubt_at_start": self.in_doubt_at_start}
 
     def _status_line(self) -> str:
         online = sum(1 for s in self.supervisors if s.status.state is LinkState.ONLINE)

@@ -42,16 +42,24 @@ MAX_OPERATOR_CHARS = 128
 ACTION_KEYS = ("operator", "reason")
 
 BATCHES: web.AppKey[BatchService] = web.AppKey("batches")
+LINE_STATUS: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("line-status")
 
 _dumps = partial(json.dumps, ensure_ascii=False)
 
 
-def make_app(batches: BatchService, *, client_max_size: int = MAX_BODY_BYTES) -> web.Application:
-    """Return the API application over the line's batch service."""
+def make_app(
+    batches: BatchService,
+    *,
+    client_max_size: int = MAX_BODY_BYTES,
+    line_status: Callable[[], dict[str, Any]] | None = None,
+) -> web.Application:
+    """Return the API application over the line's batch service (and the line's live status, when given)."""
     app = web.Application(client_max_size=client_max_size, middlewares=[_errors])
     app[BATCHES] = batches
+    app[LINE_STATUS] = line_status or dict
     api = API_PREFIX
     app.router.add_get(f"{api}/health", _health)
+    app.router.add_get(f"{api}/line", _line)
     app.router.add_get(f"{api}/batches", _list_batches)
     app.router.add_post(f"{api}/work-orders", _create)
     app.router.add_get(f"{api}/batches/{{ref}}", _status)
@@ -172,6 +180,11 @@ def _product(batches: BatchService, product_id: str) -> Product:
 
 
 # -- handlers -----------------------------------------------------------------------------------
+
+
+async def _line(request: web.Request) -> web.Response:
+    """Answer the line as it runs: each device's link, each printer's feeding, inspection counts."""
+    return _json({"line": _batches(request).ledger.line_id, **request.app[LINE_STATUS]()})
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 
 from edge.config import load_config
@@ -154,6 +155,13 @@ async def test_good_packs_are_commissioned_and_pass(tmp_path: Path) -> None:
         assert line.stops == []
         states = await line.daemon.batches.ledger.counts(1)  # type: ignore[union-attr]
         assert states["commissioned"] == 8
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{line.daemon.api_port}/api/v1/line"
+            async with session.get(url) as response:
+                status = await response.json()
+        assert status["inspection"]["good"] == 8
+        assert status["printers"]["printer-1"]["printed"] >= 8
+        assert {d["id"]: d["state"] for d in status["devices"]}["plc-1"] == "online"
 
 
 async def test_every_defect_kind_is_rejected_with_its_reason(tmp_path: Path) -> None:
