@@ -179,10 +179,17 @@ def apply_moves(conn: sqlite3.Connection, moves: Sequence[Move], now: str) -> li
     share one transition row.
     """
     states = _current(conn, {i for move in moves for i in move.ids})
+    # Only moves out of commissioned (QA samples, destroys) can touch a packed unit: the hot path skips this.
+    packed = _packed(conn, {i for move in moves if move.to in _FROM_COMMISSIONED for i in move.ids})
     outcomes: list[int | SerialError] = []
     groups: list[_Pending] = []
     for move in moves:
         problem = _check(move, states)
+        if problem is None and packed and not packed.isdisjoint(move.ids):
+            shown = ", ".join(f"#{i}" for i in sorted(packed.intersection(move.ids))[:SHOWN_PROBLEMS])
+            problem = IllegalTransitionError(
+                f"serial(s) {shown} are packed in a container: unpack them (aggregation rework) first; nothing moved"
+            )
         if problem is not None:
             outcomes.append(problem)
             continue
@@ -216,6 +223,23 @@ def _current(conn: sqlite3.Connection, ids: set[int]) -> dict[int, tuple[int, in
         ):
             found[serial_id] = (state, batch_id)
     return found
+
+
+_FROM_COMMISSIONED = frozenset(SERIAL_TRANSITIONS[SerialState.COMMISSIONED])
+
+
+def _packed(conn: sqlite3.Connection, ids: set[int]) -> set[int]:
+    """Return which of ids are units packed in a container now (edge.aggregation)."""
+    if not ids:
+        return set()
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT serial_id FROM aggregation_member WHERE unpacked_event IS NULL AND serial_id IN"
+            " (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(ids)),),
+        )
+    }
 
 
 def _check(move: Move, states: dict[int, tuple[int, int | None]]) -> SerialError | None:  # noqa: PLR0911, PLR0912 - one branch per refusal
