@@ -92,10 +92,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     vision_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1", "print", "decode"],
+    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation"],
                        help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s; "
                             "print: serials/s with per-serial evidence through each printer driver and simulator; "
-                            "decode: ms per 1280x1024 frame to find and decode a GS1 DataMatrix")
+                            "decode: ms per 1280x1024 frame to find and decode a GS1 DataMatrix; "
+                            "aggregation: ms per 2448x2048 case-top frame to decode 24 and 100 codes")
     bench.add_argument("--transitions", type=_positive, default=300_000,
                        help="serial transitions per pass (store; default 300,000)")
     bench.add_argument("--serials", type=_positive, default=1_000_000,
@@ -194,6 +195,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from edge.vision.bench import bench_decode  # noqa: PLC0415 - keeps `lineside --help` fast
 
         result = bench_decode(frames=args.frames)
+    elif args.name == "aggregation":
+        from edge.aggregation.bench import bench_aggregation  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        result = bench_aggregation()
     elif args.name == "gs1":
         from edge.gs1.bench import bench_gs1  # noqa: PLC0415 - keeps `lineside --help` fast
 
@@ -229,6 +234,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _print_print_bench(result)
     elif args.name == "decode":
         _print_decode_bench(result)
+    elif args.name == "aggregation":
+        from edge.aggregation.bench import format_text  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        print(format_text(result))
     else:
         head, base = result["headline"], result["baseline"]
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
