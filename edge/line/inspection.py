@@ -217,6 +217,10 @@ class InspectionService:
                                  expect=PRINTED_OR_IN_DOUBT)
             return
         if verdict.good and verdict.serial_id is not None:
+            if verdict.state is SerialState.SENT:
+                # Seen on the pack before the printer's evidence came: the camera's proof stands for it.
+                await self._move(verdict.serial_id, SerialState.PRINTED, "seen printed by the camera",
+                                 expect=frozenset({SerialState.SENT}))
             # Durable before the PLC may let the pack pass (invariant 4).
             if not await self._move(verdict.serial_id, SerialState.COMMISSIONED, "verified good by the camera",
                                     expect=PRINTED_OR_IN_DOUBT):
@@ -285,7 +289,6 @@ class InspectionService:
 
     async def _settle(self, outcome: RejectOutcome) -> None:
         settled = self.tracker.at_reject(outcome.product, rejected=outcome.rejected, confirmed=outcome.confirmed)
-        self.counts.settled += 1
         if outcome.rejected and outcome.confirmed:
             self.counts.confirmed_rejects += 1
         if settled.good_but_rejected and settled.record is not None and settled.record.verdict is not None:
@@ -301,7 +304,7 @@ class InspectionService:
         if self._passed is not None and not outcome.rejected and verdict is not None and verdict.good:
             # Only now is the pack past the last point it could leave the line: packing may count it.
             await self._passed(outcome.product, verdict)
-
+        self.counts.settled += 1  # last: a pack counts as settled once everything it caused is done
     async def _raise(self, alarms: tuple[Alarm, ...]) -> None:
         for alarm in alarms:
             self.counts.alarms[alarm.kind.value] += 1

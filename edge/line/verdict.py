@@ -9,11 +9,12 @@ return good or the one reason to reject (DESIGN invariant 3). The checks, in ord
    extra AIs); a code the batch received complete from upstream must match byte for byte.
 4. UNKNOWN_SERIAL: the serial is not one of this batch's.
 5. DUPLICATE: the serial is already commissioned or decommissioned (another pack carried it).
-6. NOT_PRINTED: the serial was never reported printed (still in the pool or only sent).
+6. NOT_PRINTED: the serial was never given to a printer (still in the pool or only allocated).
 7. LOW_GRADE: the right code, printed below the market's minimum grade.
 
 A serial in doubt (possibly printed before a fault or a restart) that the camera finds on a pack is good:
-that is the re-inspection that resolves it.
+that is the re-inspection that resolves it. So is a serial still ``sent`` whose printer's evidence has not
+arrived yet: the camera seeing it on the pack is the stronger proof that it was printed.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def judge(  # noqa: PLR0911 - one return per reason, in the documented order
         return _reject(found, RejectReason.WRONG_DATA, f"serial {serial}: the code differs from the one received")
     if row.state in (SerialState.COMMISSIONED, SerialState.REJECTED, SerialState.DESTROYED, SerialState.SAMPLED):
         return _reject(found, RejectReason.DUPLICATE, f"serial {serial} is already {row.state.label}")
-    if row.state not in (SerialState.PRINTED, SerialState.IN_DOUBT):
+    if row.state not in (SerialState.SENT, SerialState.PRINTED, SerialState.IN_DOUBT):
         return _reject(found, RejectReason.NOT_PRINTED, f"serial {serial} is {row.state.label}, never printed")
     minimum = GRADES.index(expected.min_grade)
     if read.grade is None or read.grade < minimum:
