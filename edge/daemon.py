@@ -14,6 +14,8 @@ from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext, Ev
 from drivers.plc.base import LineIoStatus, ProductAt, RejectOutcome
 from drivers.printer.base import Printer, PrinterOptions, PrinterStatusChanged, PrintEvidence
 from edge import __version__
+from edge.aggregation.packer import SequentialPacker
+from edge.aggregation.service import Aggregation
 from edge.api import ApiServer, make_app
 from edge.line.events import LineHoldRequest, LineResumable, LineStopRequest
 from edge.line.feeder import PrintFeeder
@@ -77,6 +79,8 @@ class Daemon:
         self._api: ApiServer | None = None
         self.feeders: dict[str, PrintFeeder] = {}
         """The print feeder of each printer, by device id."""
+        self.packer: SequentialPacker | None = None
+        """Packs good packs into cases, in line order, when the line inspects."""
         self.inspection: InspectionService | None = None
         """Judges the packs at the camera when the configuration has an inspection section."""
         self._attached: dict[str, Attached] = {}
@@ -204,6 +208,7 @@ class Daemon:
     def _start_inspection(self, cfg: InspectionConfig, ledger: SerialLedger, catalog: Catalog) -> Reading:
         """Build the inspection service and the decoder it uses; the caller closes the decoder."""
         reading = Reading(cfg.decoder)
+        self.packer = SequentialPacker(Aggregation(ledger.store), ledger)
         camera = self._attached[cfg.camera] = Attached()
         plc = self._attached[cfg.plc] = Attached()
         self.inspection = InspectionService(
@@ -216,6 +221,7 @@ class Daemon:
             notify=self._events.put,
             consecutive_reject_limit=cfg.consecutive_reject_limit,
             reject_images=RejectImages(self.config.storage.state_dir / "rejects", int(cfg.reject_images.max_mb * 1e6)),
+            passed=self.packer.on_passed,
         )
         return reading
 

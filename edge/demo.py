@@ -20,6 +20,7 @@ from edge.errors import ConfigError, EdgeError
 from edge.gs1.element import parse
 from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
+from edge.supervisor import LinkState
 from simulators.catalog import SIMULATORS, simulator_for
 from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
@@ -114,6 +115,9 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> in
                 await sim.wait_for_connection()
             if line.plc is not None:
                 await line.plc.wait_for_connection()
+            # Every device online (the simulated camera has no link to wait on) before packs arrive.
+            while any(s.status.state is not LinkState.ONLINE for s in daemon.supervisors):  # noqa: ASYNC110
+                await asyncio.sleep(PROGRESS_POLL_S / 50)
         batches = daemon.batches
         if batches is None or printer is None:
             _LOG.warning("nothing to print: the demo line has no printer")
@@ -205,8 +209,11 @@ async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, da
             problems.append(f"pack {pack.seq} left the line without a good verdict")
     if world.escaped:
         problems.append(f"{len(world.escaped)} rejected pack(s) without confirmation")
+    packer = daemon.packer
+    cases = [] if packer is None else [*packer.awaiting_label, *([packer.current] if packer.current else [])]
     return {
         "batch": batch_id,
+        "cases": [f"{c.identifier} {c.count}/{c.capacity}" for c in cases],
         "packs": len(left),
         "shipped": len(world.shipped),
         "rejected": len(world.reject_bin),
@@ -229,6 +236,7 @@ def _print_summary(outcome: dict[str, Any]) -> None:
            if outcome["reasons"] else ""),
         "defects injected (rejected/injected): "
         + (", ".join(f"{kind} {row[1]}/{row[0]}" for kind, row in sorted(outcome["defects"].items())) or "none"),
+        "cases (SSCC, units; full ones await their label): " + (", ".join(outcome["cases"]) or "none"),
         "serials by state: " + ", ".join(f"{state} {count}" for state, count in outcome["states"].items()),
         "alarms: " + (", ".join(f"{a} {n}" for a, n in outcome["alarms"].items()) or "none"),
         "first printed: " + ", ".join(printable(code.encode("latin-1")) for code in outcome["first"]),

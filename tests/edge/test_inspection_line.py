@@ -19,6 +19,7 @@ from edge.daemon import Daemon
 from edge.line.events import LineStopRequest
 from edge.line.simulated import REJECTED_DEFECTS, SimulatedLine
 from edge.line.verdict import RejectReason
+from edge.supervisor import LinkState
 from simulators.defects import Defect, DefectKind
 from tests.conftest import ROOT
 
@@ -110,6 +111,8 @@ async def running_line(tmp_path: Path, plan: DefectPlan | None = None) -> AsyncI
                     await sim.wait_for_connection()
                 assert line.plc is not None
                 await line.plc.wait_for_connection()
+                while any(s.status.state is not LinkState.ONLINE for s in daemon.supervisors):  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)  # supervisors signal nothing when they come online
             inspection = daemon.inspection
             assert inspection is not None
             notify = inspection._notify
@@ -208,6 +211,24 @@ async def test_a_pack_without_a_verdict_is_rejected_and_stops_the_line(tmp_path:
         assert world.escaped == []
         verdicts = line.inspection.verdicts
         assert all(verdicts[p.seq].good for p in world.shipped)
+
+
+async def test_good_packs_are_packed_into_cases_in_line_order(tmp_path: Path) -> None:
+    async with running_line(tmp_path) as line:
+        await line.packs(12)
+        await line.drain()
+        packer = line.daemon.packer
+        assert packer is not None
+        assert len(line.world.shipped) == 12
+        [full] = packer.awaiting_label  # aspirin-500-eu: 10 units per case
+        assert (full.count, full.capacity, full.level) == (10, 10, "case")
+        assert packer.current is not None
+        assert packer.current.count == 2
+        assert packer.unpacked == []
+        assert full.identifier != packer.current.identifier  # each case its own SSCC
+        serials = {line.inspection.verdicts[p.seq].serial_id for p in line.world.shipped}
+        parents = [await packer.aggregation.parent_of_serial(s) for s in serials if s is not None]
+        assert sorted(p.id for p in parents if p is not None) == sorted([full.id] * 10 + [packer.current.id] * 2)
 
 
 @pytest.mark.parametrize("kind", [DefectKind.ROTATION, DefectKind.PERSPECTIVE])
