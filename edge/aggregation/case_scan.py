@@ -36,7 +36,7 @@ import zxingcpp
 from edge.errors import EdgeError
 from edge.gs1.element import parse
 from edge.gs1.errors import Gs1SyntaxError
-from edge.vision.decode import GS1_DATAMATRIX, DecoderOptions, Symbol
+from edge.vision.decode import BINARIZERS, DATAMATRIX, GS1_DATAMATRIX, DecoderOptions, Symbol
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,12 +59,6 @@ __all__ = [
 MAX_CODES: Final = 1000
 """Most symbols a case scan keeps: far above any case layer, so a frame full of codes is reported, not cut."""
 
-_DATAMATRIX: Final = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix)
-_BINARIZERS: Final = {
-    "local-average": zxingcpp.Binarizer.LocalAverage,
-    "global-histogram": zxingcpp.Binarizer.GlobalHistogram,
-    "fixed-threshold": zxingcpp.Binarizer.FixedThreshold,
-}
 
 
 class CaseScanError(EdgeError):
@@ -209,7 +203,7 @@ class CaseScanner:
             raise ValueError(f"max_codes must be 1 to {MAX_CODES}, not {max_codes}")
         self.options = decoder_options or case_decoder_options()
         self.max_codes = max_codes
-        self._binarizer = _BINARIZERS[self.options.binarizer]
+        self._binarizer = BINARIZERS[self.options.binarizer]
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
@@ -229,7 +223,7 @@ class CaseScanner:
                                     f"{gray.shape[0]} frame")
             region = gray[y0:y1, x0:x1]
         found = zxingcpp.read_barcodes(
-            region, formats=_DATAMATRIX, try_rotate=o.try_rotate, try_invert=o.try_invert,
+            region, formats=DATAMATRIX, try_rotate=o.try_rotate, try_invert=o.try_invert,
             try_downscale=o.try_downscale, text_mode=zxingcpp.TextMode.Plain, binarizer=self._binarizer,
             is_pure=False,
         )

@@ -62,8 +62,8 @@ GS: Final = "\x1d"
 MAX_REPARSE_CANDIDATES: Final = 2
 """A libdmtx text is GS1 only when exactly one split exists: counting past two is wasted work."""
 
-_DATAMATRIX: Final = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix)
-_BINARIZERS: Final = {
+DATAMATRIX: Final = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix)
+BINARIZERS: Final = {
     "local-average": zxingcpp.Binarizer.LocalAverage,
     "global-histogram": zxingcpp.Binarizer.GlobalHistogram,
     "fixed-threshold": zxingcpp.Binarizer.FixedThreshold,
@@ -242,7 +242,7 @@ class Decoder:
     def __init__(self, options: DecoderOptions | None = None) -> None:
         self.options = options or DecoderOptions()
         o = self.options
-        self._binarizer = _BINARIZERS[o.binarizer]
+        self._binarizer = BINARIZERS[o.binarizer]
         self._lock = threading.Lock()
         self._last_hit: Box | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -299,7 +299,7 @@ class Decoder:
         region = gray if box is None else gray[box[1]:box[1] + box[3], box[0]:box[0] + box[2]]
         o = self.options
         found = zxingcpp.read_barcodes(
-            region, formats=_DATAMATRIX, try_rotate=o.try_rotate, try_invert=o.try_invert,
+            region, formats=DATAMATRIX, try_rotate=o.try_rotate, try_invert=o.try_invert,
             try_downscale=o.try_downscale, text_mode=zxingcpp.TextMode.Plain, binarizer=self._binarizer,
             is_pure=o.is_pure,
         )
