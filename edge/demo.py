@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import signal
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +218,10 @@ async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, da
         "packs": len(left),
         "shipped": len(world.shipped),
         "rejected": len(world.reject_bin),
-        "reasons": dict(inspection.counts.rejected) if inspection is not None else {},
+        # Reasons of the packs in the bin (the service's own counts also hold packs still on the belt).
+        "reasons": dict(Counter(
+            (verdicts[p.seq].reason or "late") if p.seq in verdicts else "no verdict" for p in world.reject_bin
+        )),
         "alarms": dict(inspection.counts.alarms) if inspection is not None else {},
         "defects": defects,
         "printed_by_device": len(printed),
