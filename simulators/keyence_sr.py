@@ -20,7 +20,7 @@ from drivers.framing.base import Garbage
 from drivers.framing.keyence_sr import ER, OK, Command, CommandFramer, Framing, Reply, encode_reply
 from drivers.scanner.keyence_sr import IDENTITY, LOFF, LON
 from simulators.base import LOOPBACK, SimTransport, Sleep
-from simulators.dmcc import ReaderFault, ReaderSimulator
+from simulators.reader import ReaderFault, ReaderSimulator
 
 if TYPE_CHECKING:
     from drivers.scanner.keyence_sr import KeyenceSrReader

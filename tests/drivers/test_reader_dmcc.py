@@ -21,8 +21,9 @@ from drivers.scanner.dmcc import DmccError, DmccReader
 from drivers.transport.spec import SerialSettings, TransportSpec
 from edge.errors import DeviceRejectedError, TransientDeviceError
 from edge.registry import driver_class
-from simulators.dmcc import DmccSim, ReaderFault, from_options
+from simulators.dmcc import DmccSim, from_options
 from simulators.faults import Corrupt, Disconnect, Garbage, Stall
+from simulators.reader import ReaderFault
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -20,9 +20,9 @@ from drivers.scanner.keyence_sr import KeyenceSrError, KeyenceSrReader
 from drivers.transport.spec import SerialSettings, TransportSpec
 from edge.errors import DeviceRejectedError, TransientDeviceError
 from edge.registry import driver_class
-from simulators.dmcc import ReaderFault
 from simulators.faults import Disconnect, Garbage, Split, Stall
 from simulators.keyence_sr import KeyenceSrSim, from_options
+from simulators.reader import ReaderFault
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
