@@ -8,9 +8,13 @@ so drivers and simulators share one wire format and a test can feed any framer s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FrameT = TypeVar("FrameT")
+ItemT_co = TypeVar("ItemT_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +35,31 @@ class Framer(Protocol[FrameT]):
     def reset(self) -> None:
         """Forget any partial frame (after a reconnect, say)."""
         ...
+
+
+class Step(Protocol[ItemT_co]):
+    """One step of a pure decoder: bytes consumed (0: more needed), a frame or `Garbage` (None: nothing)."""
+
+    @property
+    def consumed(self) -> int: ...
+
+    @property
+    def item(self) -> ItemT_co | None: ...
+
+
+def decode_all(buffer: bytearray, step: Callable[[int], Step[FrameT]]) -> list[FrameT]:
+    """Run step from each position of buffer until it needs more bytes; drop what it consumed; return the items.
+
+    The shared loop of the stateful framers: one deletion per chunk, so a chunk of many short frames stays linear.
+    """
+    items: list[FrameT] = []
+    start = 0
+    while start < len(buffer):
+        decoded = step(start)
+        if decoded.consumed == 0:
+            break
+        start += decoded.consumed
+        if decoded.item is not None:
+            items.append(decoded.item)
+    del buffer[:start]
+    return items

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
-from drivers.framing.base import Garbage
+from drivers.framing.base import Garbage, decode_all
 from drivers.framing.line import CR, DEFAULT_MAX_LENGTH, Frame, LineFramer
 
 Framing = Literal["CR", "STX/ETX"]
@@ -134,17 +134,8 @@ class StxEtxFramer:
     def feed(self, data: bytes) -> list[Frame | Garbage]:
         """Add received bytes; return every frame and garbage they complete, in stream order."""
         self._buffer += data
-        items: list[Frame | Garbage] = []
-        start = 0
-        while start < len(self._buffer):
-            step = decode_stx_etx(self._buffer, start=start, max_length=self.max_length)
-            if step.consumed == 0:
-                break
-            start += step.consumed
-            if step.item is not None:
-                items.append(step.item)
-        del self._buffer[:start]
-        return items
+        return decode_all(self._buffer, lambda start: decode_stx_etx(self._buffer, start=start,
+                                                                       max_length=self.max_length))
 
     def reset(self) -> None:
         """Forget any partial frame."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
-from drivers.framing.base import Garbage
+from drivers.framing.base import Garbage, decode_all
 
 STX: Final = 0x02
 ETX: Final = 0x03
@@ -294,17 +294,8 @@ class WsiReplyFramer:
     def feed(self, data: bytes) -> list[Answer | Garbage]:
         """Add received bytes; return every answer and garbage they complete, in stream order."""
         self._buffer += data
-        items: list[Answer | Garbage] = []
-        start = 0
-        while start < len(self._buffer):
-            step = decode_reply(self._buffer, start=start, max_length=self.max_length)
-            if step.consumed == 0:
-                break
-            start += step.consumed
-            if step.item is not None:
-                items.append(step.item)
-        del self._buffer[:start]
-        return items
+        return decode_all(self._buffer, lambda start: decode_reply(self._buffer, start=start,
+                                                                     max_length=self.max_length))
 
     @property
     def pending(self) -> int:
