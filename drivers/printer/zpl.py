@@ -17,6 +17,9 @@ How a ZPL printer fills the role (protocols.md §0, §1.10):
   behind its request (after a duplicated answer) never counts labels sent meanwhile as printed. The price:
   PRINTED comes one poll after the print, later still while labels are being loaded.
 - ``~JA`` cancels everything (clear), ``~PS`` / ``~PP`` resume / pause (start / stop).
+- A record's fields fill the format's ``^FN`` numbers through ``field_numbers`` (default: the ``fields``
+  option in order → 1, 2, 3...); a field named ``FN<n>`` fills ``^FN<n>`` directly, so a label station
+  that downloads its own format with `store_format` needs no per-product field list.
 - select_job only records the format name: ZPL cannot confirm a stored format exists; ``^XF`` of a missing
   format prints a blank label, which the label scanner downstream catches. Names that cannot be a ZPL
   object name are refused.
@@ -88,6 +91,9 @@ STALE_WINDOW: Final = 4
 """~HS answers carry no request id: an answer is counted against the fewest labels sent at any of the last
 this many requests, so a device that duplicates answers (each later one then lags a request behind) cannot
 make labels sent meanwhile look printed unless it falls this many answers behind."""
+
+DIRECT_FIELD: Final = re.compile(r"FN(\d{1,4})")
+"""A record field named like this fills that ^FN number of the format, whatever the options number."""
 
 HOST_STATUS: Final = encode_control("HS")
 CANCEL_ALL: Final = encode_control("JA")
@@ -296,6 +302,18 @@ class ZplPrinter(Printer):
         self._format = job
         self.context.log.info("format selected", format=job)
 
+    async def store_format(self, format_zpl: str) -> str:
+        """Download a stored format (one ``^XA^DF<name>^FS...^XZ`` block), recall it from now on; return its name."""
+        exchange = self._connected()
+        try:
+            name = stored_format_name(format_zpl)
+        except ValueError as err:
+            raise DeviceRejectedError(str(err)) from err
+        await exchange.send(format_zpl.encode("latin-1"))
+        self._format = name
+        self.context.log.info("format stored", format=name)
+        return name
+
     async def load(self, records: Sequence[PrintRecord]) -> None:
         """Send one label per record; SENT once written, FAILED (never sent) when a record cannot be composed."""
         exchange = self._connected()
@@ -407,6 +425,8 @@ class ZplPrinter(Printer):
         fields: list[tuple[int, bytes]] = []
         for name, value in record.fields:
             number = self._numbers.get(name)
+            if number is None and (direct := DIRECT_FIELD.fullmatch(name)) is not None:
+                number = int(direct.group(1))
             if number is None:
                 raise ValueError(f"field {name!r} has no ^FN number (numbered: {', '.join(self._numbers)})")
             fields.append((number, value.encode("utf-8")))
