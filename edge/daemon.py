@@ -14,8 +14,7 @@ from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext, Ev
 from drivers.plc.base import LineIoStatus, ProductAt, RejectOutcome
 from drivers.printer.base import Printer, PrinterOptions, PrinterStatusChanged, PrintEvidence
 from edge import __version__
-from edge.aggregation.packer import SequentialPacker
-from edge.aggregation.service import Aggregation
+from edge.aggregation.line import AggregationLine
 from edge.api import ApiServer, make_app
 from edge.line.events import LineHoldRequest, LineResumable, LineStopRequest
 from edge.line.feeder import PrintFeeder
@@ -79,8 +78,8 @@ class Daemon:
         self._api: ApiServer | None = None
         self.feeders: dict[str, PrintFeeder] = {}
         """The print feeder of each printer, by device id."""
-        self.packer: SequentialPacker | None = None
-        """Packs good packs into cases, in line order, when the line inspects."""
+        self.aggregation: AggregationLine | None = None
+        """The case and pallet stations and their labellers, when the configuration has an aggregation section."""
         self.inspection: InspectionService | None = None
         """Judges the packs at the camera when the configuration has an inspection section."""
         self._attached: dict[str, Attached] = {}
@@ -119,6 +118,8 @@ class Daemon:
         store = self.store = await asyncio.to_thread(Store.open, cfg.storage.state_dir)
         ledger = SerialLedger(store, line_id=cfg.line.id)
         reading = None
+        if cfg.aggregation is not None:
+            self.aggregation = AggregationLine(cfg.aggregation, ledger, catalog, notify=self._events.put)
         if cfg.inspection is not None:
             reading = self._start_inspection(cfg.inspection, ledger, catalog)
         self.supervisors = [self._supervisor(dev, ledger) for dev in cfg.devices if dev.enabled]
@@ -142,6 +143,8 @@ class Daemon:
                 )
                 batches = self.batches = BatchService(ledger, catalog, low_water=low_water)
                 await self._recover(ledger, unclean=previous is not None)
+                if self.aggregation is not None:
+                    await self.aggregation.recover()
                 work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
                 work.append(root.create_task(self._consume_events(), name="device-events"))
                 if self.inspection is not None:
@@ -170,6 +173,8 @@ class Daemon:
             store.close()
             if reading is not None:
                 reading.close()
+            if self.aggregation is not None:
+                self.aggregation.close()
         _LOG.info("line controller stopped", clean=clean)
         return 0 if clean else 1
 
@@ -208,7 +213,6 @@ class Daemon:
     def _start_inspection(self, cfg: InspectionConfig, ledger: SerialLedger, catalog: Catalog) -> Reading:
         """Build the inspection service and the decoder it uses; the caller closes the decoder."""
         reading = Reading(cfg.decoder)
-        self.packer = SequentialPacker(Aggregation(ledger.store), ledger)
         camera = self._attached[cfg.camera] = Attached()
         plc = self._attached[cfg.plc] = Attached()
         self.inspection = InspectionService(
@@ -221,7 +225,7 @@ class Daemon:
             notify=self._events.put,
             consecutive_reject_limit=cfg.consecutive_reject_limit,
             reject_images=RejectImages(self.config.storage.state_dir / "rejects", int(cfg.reject_images.max_mb * 1e6)),
-            passed=self.packer.on_passed,
+            passed=None if self.aggregation is None else self.aggregation.on_passed,
         )
         return reading
 
@@ -230,6 +234,11 @@ class Daemon:
         log = device_logger(dev.id)
         session: DeviceSession | None = self._attached.get(dev.id)
         events: EventSink = self._events.put
+        if self.aggregation is not None:
+            session = session or self.aggregation.session_for(dev.id)
+            station_sink = self.aggregation.sink_for(dev.id)
+            if station_sink is not None:
+                events = _fan_out(station_sink, self._events.put)
         options = dev.parsed_options
         if issubclass(cls, Printer) and isinstance(options, PrinterOptions) and options.feeds == "units":
             feeder = self.feeders[dev.id] = PrintFeeder(
@@ -319,7 +328,8 @@ class Daemon:
             for device_id, feeder in self.feeders.items()
         }
         inspection = None if self.inspection is None else describe(self.inspection.counts)
-        return {"devices": devices, "printers": printers, "inspection": inspection,
+        aggregation = None if self.aggregation is None else self.aggregation.describe()
+        return {"devices": devices, "printers": printers, "inspection": inspection, "aggregation": aggregation,
                 "in_doubt_at_start": self.in_doubt_at_start}
 
     def _status_line(self) -> str:

@@ -23,10 +23,12 @@ from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
 from edge.supervisor import LinkState
 from simulators.catalog import SIMULATORS, simulator_for
+from simulators.packaging import LabelFault
 from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
 
 if TYPE_CHECKING:
+    from edge.aggregation.ops import ContainerRow
     from edge.config import LineConfig
     from edge.serials.batches import BatchService
     from simulators.base import Simulator
@@ -50,6 +52,10 @@ line: {line}
 """
 # How long the demo waits for the daemon to connect to a simulator before it reports a failure.
 CONNECT_WAIT_S = 10.0
+LABEL_FAULT_EVERY = 4
+"""Every this many case labels one is unreadable (when the demo injects defects)."""
+# How long the last labels (case, pallet) may take at the batch's end before the demo reports a failure.
+END_OF_BATCH_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,9 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
 async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> int:
     config = line.config
     printer = line.printer
-    scanners = [sim for sim in line.sims.values() if isinstance(sim, WedgeScannerSim)]
+    stations = _aggregation_devices(config)
+    # The hand scanner at the packing station reads unit codes; the label and pallet scanners read labels.
+    scanners = [sim for dev_id, sim in line.sims.items() if isinstance(sim, WedgeScannerSim) and dev_id not in stations]
     outcome: dict[str, Any] = {}
     daemon: Daemon
 
@@ -132,15 +140,18 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> in
         reads: asyncio.Queue[bytes] = asyncio.Queue(maxsize=SCAN_QUEUE)
         # The hand scanner at the packing station reads back what the printer printed.
         printer.engine.on_print.append(lambda printed: _offer(reads, printed.fields[0][1].encode("latin-1")))
+        _packaging(line, daemon, run)
         async with asyncio.TaskGroup() as tasks:
             belt = tasks.create_task(line.world.run(run.ppm), name="demo belt")
             scanning = tasks.create_task(_scan(reads, scanners), name="demo scanner")
+            labelling = tasks.create_task(line.run_packaging(), name="demo labellers")
             await _until_off_the_belt(line, run.units)
             line.world.running = False  # the line stops; what is on the belt stays there
             belt.cancel()
             scanning.cancel()
-        if daemon.inspection is not None:
-            await daemon.inspection.idle()
+            await _settled(line, daemon)
+            await _end_of_batch(daemon, batch.id)
+            labelling.cancel()
         await batches.pause(batch.id, operator="demo")
         outcome.update(await _summary(batches, batch.id, line, daemon))
         daemon.request_shutdown()
@@ -159,6 +170,70 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> in
         return code or 1
     _print_summary(outcome)
     return code if not outcome["problems"] else 1
+
+
+async def _settled(line: SimulatedLine, daemon: Daemon) -> None:
+    """Return once every pack the belt took past the reject station was reported and judged (and packed)."""
+    inspection, world = daemon.inspection, line.world
+    if inspection is None:
+        return
+    async with asyncio.timeout(CONNECT_WAIT_S):
+        while True:
+            past = len(world.shipped) + len(world.reject_bin) + sum(p.rejected is not None for p in world.products)
+            if inspection.counts.settled >= past:
+                await inspection.idle()
+                return
+            await asyncio.sleep(PROGRESS_POLL_S / 50)  # the PLC's reports arrive by its polling
+
+
+def _aggregation_devices(config: LineConfig) -> set[str]:
+    """Return the ids of the devices the aggregation stations use."""
+    agg = config.aggregation
+    if agg is None:
+        return set()
+    ids = {agg.cases.label.printer, agg.cases.label.verifier, agg.cases.scanner, agg.cases.camera}
+    if agg.pallets is not None:
+        ids |= {agg.pallets.scanner, agg.pallets.label.printer, agg.pallets.label.verifier}
+    return {device_id for device_id in ids if device_id is not None}
+
+
+def _packaging(line: SimulatedLine, daemon: Daemon, run: DemoRun) -> None:
+    """Make a case label unreadable now and then; have the palletiser scan each case once it is closed."""
+    case_labels = line.applicators.get("case")
+    if case_labels is not None and run.defect_every:
+        # A label the verifier cannot read now and then: voided, and the case relabelled with a new SSCC.
+        case_labels.fault_every, case_labels.fault = LABEL_FAULT_EVERY, LabelFault.NO_READ_TEXT
+    agg, config = daemon.aggregation, line.config.aggregation
+    if agg is None or config is None or config.pallets is None:
+        return
+    scanner = line.sims.get(config.pallets.scanner)
+    if not isinstance(scanner, WedgeScannerSim):
+        return
+
+    async def scan_onto_pallet(case: ContainerRow) -> None:
+        # The case label's GS1-128 as a scanner without symbology identifiers sends it: 00 + SSCC.
+        await scanner.scan(b"00" + case.identifier.encode("ascii"))
+
+    agg.case_labels.on_closed.append(scan_onto_pallet)
+
+
+async def _end_of_batch(daemon: Daemon, batch_id: int) -> None:
+    """Close the last, short case and pallet as an operator does at the batch's end; wait for their labels."""
+    agg = daemon.aggregation
+    if agg is None:
+        return
+    async with asyncio.timeout(END_OF_BATCH_WAIT_S):
+        for level, station in agg.stations:
+            if level == "pallet":
+                await agg.case_labels.wait_idle()
+                # Every closed case scanned at the palletiser is on the pallet before the pallet is closed.
+                while any(c.parent_id is None for c in await agg.aggregation.containers_of_batch(  # noqa: ASYNC110
+                        batch_id, level="case", state="closed")):  # the store signals nothing on a change
+                    await asyncio.sleep(PROGRESS_POLL_S / 50)
+            current = station.current
+            if current is not None:
+                await agg.close_short(current, "demo", "end of batch")
+        await agg.wait_labelled()
 
 
 async def _until_off_the_belt(line: SimulatedLine, units: int) -> None:
@@ -210,11 +285,11 @@ async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, da
             problems.append(f"pack {pack.seq} left the line without a good verdict")
     if world.escaped:
         problems.append(f"{len(world.escaped)} rejected pack(s) without confirmation")
-    packer = daemon.packer
-    cases = [] if packer is None else [*packer.awaiting_label, *([packer.current] if packer.current else [])]
+    shipped = [verdicts[p.seq].serial_id for p in world.shipped if p.seq in verdicts]
+    packed = await _packed(daemon, batch_id, [s for s in shipped if s is not None], problems)
     return {
         "batch": batch_id,
-        "cases": [f"{c.identifier} {c.count}/{c.capacity}" for c in cases],
+        **packed,
         "packs": len(left),
         "shipped": len(world.shipped),
         "rejected": len(world.reject_bin),
@@ -231,6 +306,32 @@ async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, da
     }
 
 
+async def _packed(daemon: Daemon, batch_id: int, shipped: list[int], problems: list[str]) -> dict[str, Any]:
+    """Return the batch's cases and pallets for the summary; add what is wrong with them to problems."""
+    agg = daemon.aggregation
+    if agg is None:
+        return {"cases": [], "pallets": [], "voided": 0}
+    service = agg.aggregation
+    cases = await service.containers_of_batch(batch_id, level="case")
+    pallets = await service.containers_of_batch(batch_id, level="pallet")
+    loose = [serial_id for serial_id in shipped if await service.parent_of_serial(serial_id) is None]
+    if loose:
+        problems.append(f"{len(loose)} good pack(s) left the line in no case")
+    problems.extend(f"{c.name} is still {c.state}" for c in [*cases, *pallets] if c.state != "closed")
+    if pallets:
+        problems.extend(f"{c.name} is on no pallet" for c in cases if c.parent_id is None)
+    voided = [e for e in await service.events(batch_id) if e.action == "void_label"]
+
+    def short(c: ContainerRow) -> str:
+        return f" short: {c.partial_reason}" if c.partial_reason else ""
+
+    return {
+        "cases": [f"{c.identifier} {c.count}/{c.capacity}{short(c)}" for c in cases],
+        "pallets": [f"{p.identifier} {p.count}/{p.capacity} cases{short(p)}" for p in pallets],
+        "voided": len(voided),
+    }
+
+
 def _print_summary(outcome: dict[str, Any]) -> None:
     lines = [
         f"batch {outcome['batch']}: {outcome['packs']} packs off the belt, {outcome['printed_by_device']} printed",
@@ -240,7 +341,10 @@ def _print_summary(outcome: dict[str, Any]) -> None:
            if outcome["reasons"] else ""),
         "defects injected (rejected/injected): "
         + (", ".join(f"{kind} {row[1]}/{row[0]}" for kind, row in sorted(outcome["defects"].items())) or "none"),
-        "cases (SSCC, units; full ones await their label): " + (", ".join(outcome["cases"]) or "none"),
+        f"cases (SSCC, units), each label verified: {len(outcome['cases'])}: "
+        + (", ".join(outcome["cases"]) or "none"),
+        f"pallets (SSCC, cases): {len(outcome['pallets'])}: " + (", ".join(outcome["pallets"]) or "none"),
+        f"labels voided and reprinted: {outcome['voided']}",
         "serials by state: " + ", ".join(f"{state} {count}" for state, count in outcome["states"].items()),
         "alarms: " + (", ".join(f"{a} {n}" for a, n in outcome["alarms"].items()) or "none"),
         "first printed: " + ", ".join(printable(code.encode("latin-1")) for code in outcome["first"]),

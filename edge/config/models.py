@@ -365,6 +365,62 @@ class InspectionConfig(Section):
         return decoder
 
 
+class LabelStationConfig(Section):
+    """The printer that labels finished cases or pallets and the scanner that verifies each label."""
+
+    printer: Identifier
+    """Device id of the label printer (a printer.zpl with feeds: labels); the product's template of that id."""
+    verifier: Identifier
+    """Device id of the scanner reading each label just after it is applied; a label it cannot read right is
+    voided and reprinted with a new SSCC."""
+    print_timeout_s: float = Field(60.0, gt=0, le=3600)
+    """A label not printed this long after it was sent is in doubt (voided, reprinted)."""
+    verify_timeout_s: float = Field(15.0, gt=0, le=600)
+    """A printed label the verifier has not read this long after is a no-read (voided, reprinted)."""
+    max_attempts: int = Field(3, strict=True, ge=1, le=10)
+    """Labels tried for one container before an operator is called."""
+
+
+class CasePackingConfig(Section):
+    """How units get into cases, and the case labeller."""
+
+    mode: Literal["sequential", "case-scan", "manual"] = "sequential"
+    """sequential: good packs in line order after the reject station; case-scan: a camera over the open case
+    must see exactly a full case of codes; manual: a hand scanner adds and removes units one by one."""
+    camera: Identifier | None = None
+    """case-scan: the camera (an image source) over the open case."""
+    scanner: Identifier | None = None
+    """manual: the hand scanner of the packing bench."""
+    label: LabelStationConfig
+    """The case labeller and its verifying scanner."""
+
+    @model_validator(mode="after")
+    def _mode_devices(self) -> Self:
+        if self.mode == "case-scan" and self.camera is None:
+            raise RelationError("case-scan packing needs the camera over the open case", at=("camera",))
+        if self.mode == "manual" and self.scanner is None:
+            raise RelationError("manual packing needs the hand scanner of the bench", at=("scanner",))
+        return self
+
+
+class PalletConfig(Section):
+    """How cases get onto pallets, and the pallet labeller."""
+
+    scanner: Identifier
+    """The scanner at the palletiser reading each case label as the case goes onto the pallet."""
+    label: LabelStationConfig
+    """The pallet labeller and its verifying scanner."""
+
+
+class AggregationConfig(Section):
+    """Which stations build cases and pallets; without it nothing is aggregated on this line."""
+
+    cases: CasePackingConfig
+    """Units into cases."""
+    pallets: PalletConfig | None = None
+    """Cases onto pallets; without it cases are the top level this line builds."""
+
+
 class LineConfig(Section):
     """One packaging line: its devices and the services the line controller runs for it."""
 
@@ -388,6 +444,8 @@ class LineConfig(Section):
     """What to do when a pool of serials from upstream runs low."""
     inspection: InspectionConfig | None = None
     """The camera, the PLC and the rules of inspection and rejection; without it no pack is judged."""
+    aggregation: AggregationConfig | None = None
+    """Case and pallet stations with their labellers; sequential case packing needs inspection."""
 
     _source: Path | None = PrivateAttr(None)
 
@@ -426,6 +484,51 @@ class LineConfig(Section):
             if roles[device_id] != role:
                 raise RelationError(f'device "{device_id}" is a {roles[device_id]}, not a {role}',
                                     at=("inspection", key))
+        return self
+
+    @model_validator(mode="after")
+    def _aggregation_devices(self) -> Self:
+        aggregation = self.aggregation
+        if aggregation is None:
+            return self
+        devices = {device.id: device for device in self.devices}
+        cases = aggregation.cases
+        wanted: list[tuple[tuple[str | int, ...], str | None, str]] = [
+            (("aggregation", "cases", "camera"), cases.camera, "camera"),
+            (("aggregation", "cases", "scanner"), cases.scanner, "reader"),
+            (("aggregation", "cases", "label", "printer"), cases.label.printer, "printer"),
+            (("aggregation", "cases", "label", "verifier"), cases.label.verifier, "reader"),
+        ]
+        if aggregation.pallets is not None:
+            pallets = aggregation.pallets
+            wanted += [
+                (("aggregation", "pallets", "scanner"), pallets.scanner, "reader"),
+                (("aggregation", "pallets", "label", "printer"), pallets.label.printer, "printer"),
+                (("aggregation", "pallets", "label", "verifier"), pallets.label.verifier, "reader"),
+            ]
+            if pallets.label.printer == cases.label.printer:
+                raise RelationError("cases and pallets need their own label printers (each has its own template)",
+                                    at=("aggregation", "pallets", "label", "printer"))
+        used: dict[str, tuple[str | int, ...]] = {}
+        for at, device_id, role in wanted:
+            if device_id is None:
+                continue
+            if device_id in used:
+                raise RelationError(f'device "{device_id}" already serves {".".join(map(str, used[device_id]))}: '
+                                    "each station needs its own device", at=at, first=used[device_id])
+            used[device_id] = at
+            device = devices.get(device_id)
+            if device is None:
+                known = ", ".join(sorted(devices)) or "none"
+                raise RelationError(f'no device "{device_id}" (devices: {known})', at=at)
+            actual = registry.driver_class(device.driver).role
+            if actual != role:
+                raise RelationError(f'device "{device_id}" is a {actual}, not a {role}', at=at)
+            if role == "printer" and (device.options or {}).get("feeds") != "labels":
+                raise RelationError(f'label printer "{device_id}" must have options feeds: labels', at=at)
+        if cases.mode == "sequential" and self.inspection is None:
+            raise RelationError("sequential case packing takes the packs inspection passed: configure inspection",
+                                at=("aggregation", "cases", "mode"))
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""A whole line simulated in this process: the belt, the printer on it, the camera over it, the PLC under it.
+"""A whole line simulated in this process: belt, printer, camera, PLC, and the case and pallet labellers.
 
 `SimulatedLine` starts a simulator for every device of a line configuration, ties the printer, camera and PLC
 simulators to one `LineWorld` (the printer prints on each pack at its photo-eye, the camera renders the pack in
@@ -8,20 +8,25 @@ pointed at them. The demo, the tests and the benchmarks run the real daemon agai
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from drivers.camera.simulated import SimulatedCamera
 from drivers.plc.modbus import ModbusLineIo
+from drivers.printer.base import PrinterOptions
 from edge.config import DeviceConfig
 from edge.registry import driver_class
 from simulators.camera_render import register_world, unregister_world
 from simulators.catalog import simulator_for
 from simulators.defects import Defect, DefectKind
+from simulators.packaging import LabelApplicator
 from simulators.plc import PlcSim
 from simulators.plc import from_options as plc_from_options
 from simulators.printer import PrinterSimulator
+from simulators.scanner_wedge import WedgeScannerSim
 from simulators.world import Geometry, LineWorld
+from simulators.zpl import ZplSim
 
 if TYPE_CHECKING:
     from edge.config import LineConfig
@@ -87,6 +92,9 @@ class SimulatedLine:
         self.sims: dict[str, Simulator] = {}
         self.plc: PlcSim | None = None
         self.printer: PrinterSimulator | None = None
+        """The simulator of the printer marking the units (the first printer that feeds units)."""
+        self.applicators: dict[str, LabelApplicator] = {}
+        """The case and pallet label applicators, by level, when the line aggregates."""
         self._worlds: list[str] = []
         self.config: LineConfig = config
 
@@ -121,13 +129,34 @@ class SimulatedLine:
                 devices.append(_pointed(dev, url))
                 continue
             sim = simulator_for(dev.driver, options)
-            if isinstance(sim, PrinterSimulator) and self.printer is None:
+            unit_printer = isinstance(options, PrinterOptions) and options.feeds == "units"
+            if isinstance(sim, PrinterSimulator) and unit_printer and self.printer is None:
                 self.printer = sim
                 self.world.printer = sim.engine  # the printer's photo-eye sits at the belt's entry
             self.sims[dev.id] = sim
             await sim.start()
             devices.append(_pointed(dev, sim.url))
         self.config = self._base.model_copy(update={"devices": tuple(devices)})
+        self._applicators()
+
+    def _applicators(self) -> None:
+        """Put each label printer's simulator in front of its verifying scanner's, as on the line."""
+        aggregation = self._base.aggregation
+        if aggregation is None:
+            return
+        stations = [("case", aggregation.cases.label)]
+        if aggregation.pallets is not None:
+            stations.append(("pallet", aggregation.pallets.label))
+        for level, label in stations:
+            printer, scanner = self.sims.get(label.printer), self.sims.get(label.verifier)
+            if isinstance(printer, ZplSim) and isinstance(scanner, WedgeScannerSim):
+                self.applicators[level] = LabelApplicator(printer, scanner)
+
+    async def run_packaging(self) -> None:
+        """Run the label applicators until cancelled (nothing to run without aggregation)."""
+        async with asyncio.TaskGroup() as tasks:
+            for applicator in self.applicators.values():
+                tasks.create_task(applicator.run())
 
     async def stop(self) -> None:
         """Stop every simulator and forget the world; idempotent."""

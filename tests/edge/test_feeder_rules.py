@@ -109,6 +109,16 @@ def test_demo_prints_inspects_and_rejects_every_injected_defect(tmp_path: Path) 
         count = defects.split(f"{kind} ")[1].split(",")[0]
         rejected, injected = count.split("/")
         assert rejected == injected != "0", defects
+    # Good packs in cases of 10, each label verified (some voided and relabelled), the cases on one pallet
+    # closed short at the batch's end, like the last case.
+    cases = next(line for line in done.stdout.splitlines() if line.startswith("cases"))
+    assert "10/10" in cases
+    assert "short: end of batch" in cases
+    pallets = next(line for line in done.stdout.splitlines() if line.startswith("pallets"))
+    assert pallets.startswith("pallets (SSCC, cases): 1: ")
+    assert "short: end of batch" in pallets
+    voided = next(line for line in done.stdout.splitlines() if line.startswith("labels voided"))
+    assert int(voided.rsplit(" ", 1)[1]) >= 1
     assert "problems: none" in done.stdout
 
 

@@ -16,11 +16,13 @@ import pytest
 
 from edge.config import load_config
 from edge.daemon import Daemon
+from edge.gs1.element import parse
 from edge.line.events import LineStopRequest
 from edge.line.simulated import REJECTED_DEFECTS, SimulatedLine
 from edge.line.verdict import RejectReason
 from edge.supervisor import LinkState
 from simulators.defects import Defect, DefectKind
+from simulators.scanner_wedge import WedgeScannerSim
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:
@@ -128,7 +130,12 @@ async def running_line(tmp_path: Path, plan: DefectPlan | None = None) -> AsyncI
             batch = await batches.import_work_order(ORDER.format(n=1), "test", operator="test")
             await batches.release(batch.id, operator="test")
             await batches.start(batch.id, operator="test")
-            yield Line(line, daemon, stops)
+            labelling = asyncio.create_task(line.run_packaging())
+            try:
+                yield Line(line, daemon, stops)
+            finally:
+                labelling.cancel()
+                await asyncio.gather(labelling, return_exceptions=True)
         finally:
             daemon.request_shutdown()
             async with asyncio.timeout(HANG_GUARD_S):
@@ -213,22 +220,51 @@ async def test_a_pack_without_a_verdict_is_rejected_and_stops_the_line(tmp_path:
         assert all(verdicts[p.seq].good for p in world.shipped)
 
 
-async def test_good_packs_are_packed_into_cases_in_line_order(tmp_path: Path) -> None:
+async def test_good_packs_are_packed_into_cases_in_line_order_and_labelled_onto_a_pallet(tmp_path: Path) -> None:
     async with running_line(tmp_path) as line:
         await line.packs(12)
         await line.drain()
-        packer = line.daemon.packer
+        agg = line.daemon.aggregation
+        assert agg is not None
+        packer = agg.packer
         assert packer is not None
         assert len(line.world.shipped) == 12
-        [full] = packer.awaiting_label  # aspirin-500-eu: 10 units per case
-        assert (full.count, full.capacity, full.level) == (10, 10, "case")
+        async with asyncio.timeout(HANG_GUARD_S):
+            await agg.case_labels.wait_idle()
+        # aspirin-500-eu: 10 units per case; the full one was labelled, its label read back, and closed.
+        [full] = await agg.aggregation.containers_of_batch(1, level="case", state="closed")
+        assert (full.count, full.capacity, full.closed_at is not None) == (10, 10, True)
         assert packer.current is not None
         assert packer.current.count == 2
-        assert packer.unpacked == []
+        assert list(packer.unpacked) == []
         assert full.identifier != packer.current.identifier  # each case its own SSCC
-        serials = {line.inspection.verdicts[p.seq].serial_id for p in line.world.shipped}
-        parents = [await packer.aggregation.parent_of_serial(s) for s in serials if s is not None]
-        assert sorted(p.id for p in parents if p is not None) == sorted([full.id] * 10 + [packer.current.id] * 2)
+        serials = [line.inspection.verdicts[p.seq].serial_id for p in line.world.shipped]  # in line order
+        parents = [await agg.aggregation.parent_of_serial(s) for s in serials if s is not None]
+        assert [p.id for p in parents if p is not None] == [full.id] * 10 + [packer.current.id] * 2
+        # The palletiser scans the closed case onto a pallet; the operator closes both short at the batch's end.
+        pallets = line.sim.sims["scanner-pallet"]
+        assert isinstance(pallets, WedgeScannerSim)
+        await pallets.scan(b"00" + full.identifier.encode())
+        assert agg.pallets is not None
+        async with asyncio.timeout(HANG_GUARD_S):
+            while agg.pallets.current is None:  # noqa: ASYNC110 - the station signals nothing per scan
+                await asyncio.sleep(0.005)
+        short = packer.current
+        await agg.close_short(short, "anna", "end of batch")
+        async with asyncio.timeout(HANG_GUARD_S):
+            await agg.case_labels.wait_idle()
+        last = await agg.aggregation.container(short.id)
+        assert (last.state, last.partial_reason, last.closed_by) == ("closed", "end of batch", "anna")
+        pallet = agg.pallets.current
+        assert pallet is not None
+        await agg.close_short(pallet, "anna", "end of batch")
+        async with asyncio.timeout(HANG_GUARD_S):
+            await agg.wait_labelled()
+        pallet = await agg.aggregation.container(pallet.id)
+        assert (pallet.state, pallet.count) == ("closed", 1)
+        [pallet_label] = line.sim.applicators["pallet"].applied
+        label = dict(parse(pallet_label).pairs)
+        assert (label["00"], label["37"]) == (pallet.identifier, "10")  # AI 37: units on the pallet
 
 
 @pytest.mark.parametrize("kind", [DefectKind.ROTATION, DefectKind.PERSPECTIVE])
