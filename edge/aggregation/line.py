@@ -166,11 +166,13 @@ class AggregationLine:
         await labels.submit(container, operator, reason)
         return container
 
-    async def scan_case(self) -> CaseScanOutcome:
-        """Scan the case at the case-scan station now (the operator's or the PLC's trigger)."""
+    async def scan_case(
+        self, *, expected: int | None = None, operator: str | None = None, reason: str | None = None
+    ) -> CaseScanOutcome:
+        """Scan the case at the case-scan station now (the operator's or the PLC's trigger); short: expected units."""
         if self.case_scan is None:
             raise AggregationError("this line does not pack cases by case scan")
-        return await self.case_scan.scan_case()
+        return await self.case_scan.scan_case(expected=expected, operator=operator, reason=reason)
 
     async def wait_labelled(self) -> None:
         """Return once both label stations have nothing left to label."""

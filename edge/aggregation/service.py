@@ -61,6 +61,26 @@ class Aggregation:
 
         return await self.store.write(change)
 
+    async def open_and_pack(
+        self,
+        batch_id: int,
+        level: str,
+        *,
+        serial_ids: Sequence[int] = (),
+        containers: Sequence[int] = (),
+        operator: str | None = None,
+        station: str | None = None,
+    ) -> ContainerRow:
+        """Open a container with a fresh SSCC and pack into it, in one change: a refused pack opens nothing."""
+        now = self._now()
+
+        def change(conn: sqlite3.Connection) -> ContainerRow:
+            container_id = ops.open_container(conn, batch_id, level, now=now, operator=operator, station=station)
+            return ops.pack(conn, container_id, serial_ids=tuple(serial_ids), containers=tuple(containers), now=now,
+                            operator=operator, station=station)
+
+        return await self.store.write(change)
+
     async def pack(
         self,
         parent: int,

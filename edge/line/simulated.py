@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from drivers.camera.case_simulated import SimulatedCaseCamera
 from drivers.camera.simulated import SimulatedCamera
 from drivers.plc.modbus import ModbusLineIo
 from drivers.printer.base import PrinterOptions
@@ -117,7 +118,8 @@ class SimulatedLine:
                 continue
             cls = driver_class(dev.driver)
             options = dev.parsed_options
-            if issubclass(cls, SimulatedCamera) and isinstance(options, SimulatedCamera.Options):
+            world_camera = (SimulatedCamera.Options, SimulatedCaseCamera.Options)
+            if issubclass(cls, (SimulatedCamera, SimulatedCaseCamera)) and isinstance(options, world_camera):
                 register_world(options.world, self.world)
                 self._worlds.append(options.world)
                 devices.append(dev)
