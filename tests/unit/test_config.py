@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Literal
 
 import jsonschema
 import pytest
@@ -32,7 +33,7 @@ class ScannerOptions(DriverOptions):
 
 
 class FakeScanner(Driver):
-    role = "scanner"
+    role = "reader"  # the code reader role, as drivers.scanner.base.CodeReader
     Options = ScannerOptions
 
     async def connect(self) -> DeviceInfo:
@@ -47,6 +48,7 @@ class FakeScanner(Driver):
 
 class PrinterOptions(DriverOptions):
     head: int = Field(1, ge=1, le=4)
+    feeds: Literal["units", "labels"] = "units"
 
 
 class FakePrinter(FakeScanner):
