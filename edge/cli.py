@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edge import __version__, batch_cli
+from edge.aggregation import cli as aggregation_cli
 from edge.errors import ConfigError, EdgeError
 from edge.vision import cli as vision_cli
 
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     gs1_build.set_defaults(handler=_cmd_gs1_build)
 
     batch_cli.add_parser(sub)
+    aggregation_cli.add_parser(sub)
     vision_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")

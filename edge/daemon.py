@@ -30,6 +30,8 @@ from edge.supervisor import DeviceSession, DeviceSupervisor, LinkState, Sleep, d
 from edge.systemd import Notifier
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from drivers.base import Driver
     from edge.config import DeviceConfig, LineConfig
     from edge.config.models import InspectionConfig
@@ -150,9 +152,7 @@ class Daemon:
                 if self.inspection is not None:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend(root.create_task(service(), name="service") for service in self._services)
-                api = self._api = ApiServer(
-                    make_app(batches, line_status=self.line_status), cfg.api.host, cfg.api.port, sleep=self._sleep
-                )
+                api = self._api = ApiServer(self._app(batches), cfg.api.host, cfg.api.port, sleep=self._sleep)
                 work.append(root.create_task(api.run(), name="http-api"))
                 await api.attempted.wait()  # listening (or retrying, logged) before the line reports ready
                 heartbeat = root.create_task(self._heartbeat(store), name="sd-heartbeat")
@@ -177,6 +177,12 @@ class Daemon:
                 self.aggregation.close()
         _LOG.info("line controller stopped", clean=clean)
         return 0 if clean else 1
+
+    def _app(self, batches: BatchService) -> web.Application:
+        """Return the HTTP API over the batches, the line's status and its aggregation stations."""
+        agg = self.aggregation
+        return make_app(batches, line_status=self.line_status, aggregation=None if agg is None else agg.aggregation,
+                        close_short=None if agg is None else agg.close_short)
 
     async def _recover(self, ledger: SerialLedger, *, unclean: bool) -> None:
         # Units between printer and camera when the daemon last stopped have no verdict and never will:

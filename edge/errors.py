@@ -100,3 +100,19 @@ class BatchNotFoundError(BatchError):
 
 class ReconciliationError(BatchError):
     """A batch cannot be closed: its serials do not balance or some are still unresolved."""
+
+
+class AggregationError(EdgeError):
+    """An aggregation change was refused; the message names the unit or container and the rule."""
+
+
+class ContainerNotFoundError(AggregationError):
+    """No container has the id or identifier given."""
+
+
+class SsccExhaustedError(AggregationError):
+    """Every serial reference of a company prefix and extension digit has been allocated."""
+
+
+class ScanError(AggregationError):
+    """A scan cannot be used here: not GS1, or not the kind of code this station takes; the message says which."""

@@ -1,5 +1,5 @@
 """Aggregation: units into bundles and cases, cases onto pallets, SSCCs allocated once, and audited rework."""
 
-from edge.aggregation.ops import AggregationError, ContainerNotFoundError, SsccExhaustedError
+from edge.errors import AggregationError, ContainerNotFoundError, ScanError, SsccExhaustedError
 
-__all__ = ["AggregationError", "ContainerNotFoundError", "SsccExhaustedError"]
+__all__ = ["AggregationError", "ContainerNotFoundError", "ScanError", "SsccExhaustedError"]

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from drivers.camera.base import ImageSource
+from edge.aggregation import AggregationError
 from edge.aggregation.case_scan import CaseScanError, check
-from edge.aggregation.ops import AggregationError
 from edge.aggregation.stations import ScanError, resolve_unit
 from edge.errors import DeviceError, TransientDeviceError
 from edge.gs1.element import GS, build_hri, parse

@@ -77,6 +77,8 @@ class LabelJob:
     partial_reason: str | None = None
     attempts: int = 0
     last_problem: str | None = None
+    in_doubt: bool = False
+    """A label may already have been sent for the container's SSCC (before a restart): void it first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +154,16 @@ class LabelStation:
     # -- the packing stations' side --------------------------------------------------------------
 
     async def submit(self, container: ContainerRow, operator: str | None = None,
-                     partial_reason: str | None = None) -> None:
-        """Queue a finished container for its label (a `Completed` callback); waits while the queue is full."""
+                     partial_reason: str | None = None, *, in_doubt: bool = False) -> None:
+        """Queue a finished container for its label (a `Completed` callback); waits while the queue is full.
+
+        in_doubt: a label for its current SSCC may exist already (it waited for its label when the line
+        stopped); that SSCC is voided before the new label, so two labels never carry one SSCC.
+        """
         if container.level != self.level:
             raise AggregationError(f"{container.name} cannot go to the {self.level} label station")
         self._idle.clear()
-        await self._jobs.put(LabelJob(container.id, operator, partial_reason))
+        await self._jobs.put(LabelJob(container.id, operator, partial_reason, in_doubt=in_doubt))
         self._log.info("label queued", container=container.name, waiting=self._jobs.qsize())
 
     def retry(self, container_id: int) -> bool:
@@ -219,6 +225,9 @@ class LabelStation:
         if not isinstance(driver, Printer):
             raise TypeError(f"{self.device_id} is not a printer; it cannot print labels")
         self._format = None  # a printer that reconnects may have been power cycled: download the format again
+        # Labels the printer still holds from before (a lost link, a restart) must not print onto the next
+        # container: their SSCCs are voided (offline, recover) and they are cancelled here.
+        await driver.clear()
         while True:
             if self._current is None:
                 if self._jobs.empty():
@@ -248,6 +257,10 @@ class LabelStation:
             if job.attempts >= self._max_attempts:
                 await self._needs_operator(job, box)
                 return
+            if job.in_doubt:
+                job.in_doubt = False
+                await self._void(job, "label in doubt: the line stopped while the container waited for its label")
+                continue
             job.attempts += 1
             try:
                 await self._attempt(printer, job, box)

@@ -135,9 +135,9 @@ class AggregationLine:
             resumed = False
             for box in await self.aggregation.containers_of_batch(batch.id, level=level, state="open"):
                 if box.count >= box.capacity:
-                    _LOG.warning("full container was waiting for its label at shutdown; labelling it",
+                    _LOG.warning("full container was waiting for its label at shutdown; relabelling it",
                                  container=box.name)
-                    await labels.submit(box)
+                    await labels.submit(box, in_doubt=True)
                 elif not resumed and box.count > 0 and box.parent_id is None:
                     station = self._station(level)
                     resume = getattr(station, "resume", None)

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from edge.errors import EdgeError
+from edge.errors import AggregationError, ContainerNotFoundError, SsccExhaustedError
 from edge.gs1.identifiers import IdentifierError, build_sscc, validate_sscc
 from edge.products.models import LEVELS
 from edge.serials.ops import Move, apply_moves, get_batch
@@ -42,18 +42,6 @@ SHOWN_PROBLEMS = 10
 # Children named in one change: a pallet of cases or a case of units is far below this, and a change this
 # size still holds the writer for only milliseconds.
 MAX_CHILDREN = 10_000
-
-
-class AggregationError(EdgeError):
-    """An aggregation change was refused; the message names the unit or container and the rule."""
-
-
-class ContainerNotFoundError(AggregationError):
-    """No container has the id or identifier given."""
-
-
-class SsccExhaustedError(AggregationError):
-    """Every serial reference of a company prefix and extension digit has been allocated."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from edge.aggregation import AggregationError
+from edge.errors import ScanError
 from edge.gs1.element import parse, parse_hri
 from edge.gs1.errors import Gs1SyntaxError
 
@@ -46,10 +46,6 @@ class PackingStation(Protocol):
 
 SHOWN_DATA: Final = 48
 """Characters of a bad scan quoted in an error message: enough to recognise it, not a page of garbage."""
-
-
-class ScanError(AggregationError):
-    """A scan cannot be used here: not GS1, or not the kind of code this station takes; the message says which."""
 
 
 def _quote(data: bytes) -> str:

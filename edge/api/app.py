@@ -24,6 +24,8 @@ from edge.serials.workorder import REQUEST_BODY
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from edge.aggregation.service import Aggregation
+    from edge.api.aggregation import CloseShort
     from edge.products.models import Product
     from edge.serials.batches import BatchService
 
@@ -52,8 +54,16 @@ def make_app(
     *,
     client_max_size: int = MAX_BODY_BYTES,
     line_status: Callable[[], dict[str, Any]] | None = None,
+    aggregation: Aggregation | None = None,
+    close_short: CloseShort | None = None,
 ) -> web.Application:
-    """Return the API application over the line's batch service (and the line's live status, when given)."""
+    """Return the API application over the line's batch service (and the line's live status, when given).
+
+    aggregation serves /api/v1/aggregation (503 there without it); close_short closes a container short
+    through the station filling it (without it, directly).
+    """
+    from edge.api import aggregation as aggregation_api  # noqa: PLC0415 - it builds on this module's helpers
+
     app = web.Application(client_max_size=client_max_size, middlewares=[_errors])
     app[BATCHES] = batches
     app[LINE_STATUS] = line_status or dict
@@ -68,6 +78,7 @@ def make_app(
     app.router.add_post(f"{api}/batches/{{ref}}/{{action}}", _action)
     app.router.add_post(f"{api}/serials", _import_serials)
     app.router.add_get(f"{api}/pool/{{product}}", _pool)
+    aggregation_api.add_routes(app, api, aggregation, close_short=close_short)
     return app
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from edge.errors import (
+    AggregationError,
     BatchError,
     BatchNotFoundError,
     ConfigError,
+    ContainerNotFoundError,
+    ScanError,
     SerialError,
     SerialImportError,
     StoreError,
@@ -20,22 +23,26 @@ from edge.markets.rules import MarketRuleError
 BAD_REQUEST = 400
 NOT_FOUND = 404
 CONFLICT = 409
+UNPROCESSABLE = 422
 UNAVAILABLE = 503
 
 
 def http_status(err: BaseException) -> int | None:
     """Return the HTTP status of an expected error, or None when the error is not one we raise on purpose.
 
-    400 bad input, 404 no such batch, 409 refused by the domain (illegal move, does not balance, pool
-    exhausted, randomisation), 503 the store failed.
+    400 bad input, 404 no such batch or container, 409 refused by the domain (illegal move, does not balance,
+    pool exhausted, randomisation, an aggregation rule), 422 a scan that is not the code asked for, 503 the
+    store failed.
     """
-    if isinstance(err, BatchNotFoundError):
+    if isinstance(err, BatchNotFoundError | ContainerNotFoundError):
         return NOT_FOUND
+    if isinstance(err, ScanError):
+        return UNPROCESSABLE
     if isinstance(err, ConfigError | SerialImportError):
         return BAD_REQUEST
     if isinstance(err, StoreError):
         return UNAVAILABLE
-    if isinstance(err, BatchError | SerialError | MarketRuleError):
+    if isinstance(err, BatchError | SerialError | MarketRuleError | AggregationError):
         return CONFLICT
     return None
 

@@ -40,9 +40,9 @@ HANG_GUARD_S = 10.0
 """Only a guard against a hang; nothing is timed with it."""
 
 
-def _supervisor(device_id: str, factory: type[Driver], options: object, url: str, events: EventSink,
+def _supervisor(device_id: str, factory: type[Driver], options: object, url: str, *, events: EventSink,
                 session: DeviceSession | None = None) -> DeviceSupervisor:
-    from drivers.transport.spec import TransportSpec  # noqa: PLC0415
+    from drivers.transport.spec import TransportSpec
 
     log = structlog.get_logger().bind(device=device_id)
     context = DriverContext(device_id=device_id, transport=TransportSpec(url=url), events=events, log=log,
@@ -54,7 +54,7 @@ def _supervisor(device_id: str, factory: type[Driver], options: object, url: str
 class Rig:
     """A store with a running aspirin batch, the label station, the labeller and the verifier simulated."""
 
-    def __init__(self, store: Store, station: LabelStation, printer: ZplSim, applicator: LabelApplicator,
+    def __init__(self, store: Store, station: LabelStation, printer: ZplSim, applicator: LabelApplicator, *,
                  units: list[int], batch: int) -> None:
         self.store = store
         self.station = station
@@ -93,12 +93,12 @@ async def rig(tmp_path, *, verify_timeout_s: float = 5.0, max_attempts: int = 3)
         await scanner.start()
         applicator = LabelApplicator(printer, scanner)
         try:
-            the_rig = Rig(store, station, printer, applicator, units, batch)
+            the_rig = Rig(store, station, printer, applicator, units=units, batch=batch)
             the_rig.held = held
             supervisors = [
                 _supervisor(LABELLER, ZplPrinter, ZplPrinter.Options(feeds="labels", poll_interval_s=0.005),
-                            printer.url, station.on_printer_event, session=station),
-                _supervisor(VERIFIER, WedgeScanner, WedgeScanner.Options(), scanner.url, station.on_read),
+                            printer.url, events=station.on_printer_event, session=station),
+                _supervisor(VERIFIER, WedgeScanner, WedgeScanner.Options(), scanner.url, events=station.on_read),
             ]
             async with asyncio.TaskGroup() as tasks:
                 running = [tasks.create_task(s.run()) for s in supervisors]

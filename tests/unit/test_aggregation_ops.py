@@ -8,8 +8,7 @@ import sqlite3
 
 import pytest
 
-from edge.aggregation import ops
-from edge.aggregation.ops import AggregationError, ContainerNotFoundError, SsccExhaustedError
+from edge.aggregation import AggregationError, ContainerNotFoundError, SsccExhaustedError, ops
 from edge.errors import SerialError
 from edge.gs1.identifiers import gs1_check_digit, has_valid_check_digit
 from edge.serials import ops as serial_ops

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from edge.aggregation import ops
-from edge.aggregation.ops import AggregationError
+from edge.aggregation import AggregationError, ops
 from edge.gs1.identifiers import has_valid_check_digit
 from edge.serials.states import SerialState
 from tests.unit.test_aggregation_ops import NOW, PRODUCT, change, open_db, running_batch
