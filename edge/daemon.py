@@ -181,8 +181,10 @@ class Daemon:
     def _app(self, batches: BatchService) -> web.Application:
         """Return the HTTP API over the batches, the line's status and its aggregation stations."""
         agg = self.aggregation
-        return make_app(batches, line_status=self.line_status, aggregation=None if agg is None else agg.aggregation,
-                        close_short=None if agg is None else agg.close_short)
+        if agg is None:
+            return make_app(batches, line_status=self.line_status)
+        return make_app(batches, line_status=self.line_status, aggregation=agg.aggregation,
+                        close_short=agg.close_short, scan_case=agg.scan_case if agg.case_scan is not None else None)
 
     async def _recover(self, ledger: SerialLedger, *, unclean: bool) -> None:
         # Units between printer and camera when the daemon last stopped have no verdict and never will:

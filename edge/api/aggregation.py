@@ -47,6 +47,9 @@ CloseShort = Callable[[ContainerRow, str, str], Awaitable[ContainerRow]]
 
 AGGREGATION: web.AppKey[Aggregation | None] = web.AppKey("aggregation")
 CLOSE_SHORT: web.AppKey[CloseShort | None] = web.AppKey("close-short")
+ScanCase = Callable[..., Awaitable[Any]]
+"""Scans the case at the case-scan station: (expected=, operator=, reason=) → an outcome with as_dict()."""
+SCAN_CASE: web.AppKey[ScanCase | None] = web.AppKey("scan-case")
 
 PREFIX: Final = "/aggregation"
 STATES: Final = ("open", "closed", "destroyed")
@@ -64,11 +67,13 @@ _REWORK_KEYS: Final = ("operator", "reason")
 
 
 def add_routes(
-    app: web.Application, api: str, aggregation: Aggregation | None, *, close_short: CloseShort | None = None
+    app: web.Application, api: str, aggregation: Aggregation | None, *, close_short: CloseShort | None = None,
+    scan_case: ScanCase | None = None,
 ) -> None:
     """Register the aggregation routes under api (like /api/v1) on app, served by aggregation when given."""
     app[AGGREGATION] = aggregation
     app[CLOSE_SHORT] = close_short
+    app[SCAN_CASE] = scan_case
     root = f"{api}{PREFIX}"
     box = f"{root}/containers/{{identifier}}"
     app.router.add_get(f"{root}/containers", _list)
@@ -80,6 +85,7 @@ def add_routes(
     app.router.add_post(f"{box}/close", _close)
     app.router.add_post(f"{root}/units/destroy", _destroy_unit)
     app.router.add_get(f"{root}/batches/{{ref}}/events", _events)
+    app.router.add_post(f"{root}/case-scan", _scan_case)
 
 
 def _aggregation(request: web.Request) -> Aggregation:
@@ -331,6 +337,24 @@ async def _close(request: web.Request) -> web.Response:
     if handed.state == "closed":
         return await _view_of(aggregation, box.id)
     return await _view_of(aggregation, box.id, note=LABEL_PENDING)
+
+
+async def _scan_case(request: web.Request) -> web.Response:
+    """Scan the case at the case-scan station now; a short case names its count, operator and reason."""
+    _aggregation(request)
+    scan_case = request.app[SCAN_CASE]
+    if scan_case is None:
+        raise _BadRequestError("this line does not pack cases by case scan")
+    raw = await _body(request)
+    body = await _object(request, ("expected", "operator", "reason")) if raw.strip() else {}
+    expected = body.get("expected")
+    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool) or expected < 1):
+        raise _BadRequestError(f"expected must be a whole number of units, not {json.dumps(expected)}")
+    operator = reason = None
+    if expected is not None:
+        operator, reason = _rework(request, body)  # a short case is closed by an operator, with a reason
+    outcome = await scan_case(expected=expected, operator=operator, reason=reason)
+    return _json(outcome.as_dict())
 
 
 async def _destroy_unit(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from edge.aggregation.service import Aggregation
-    from edge.api.aggregation import CloseShort
+    from edge.api.aggregation import CloseShort, ScanCase
     from edge.products.models import Product
     from edge.serials.batches import BatchService
 
@@ -56,11 +56,12 @@ def make_app(
     line_status: Callable[[], dict[str, Any]] | None = None,
     aggregation: Aggregation | None = None,
     close_short: CloseShort | None = None,
+    scan_case: ScanCase | None = None,
 ) -> web.Application:
     """Return the API application over the line's batch service (and the line's live status, when given).
 
     aggregation serves /api/v1/aggregation (503 there without it); close_short closes a container short
-    through the station filling it (without it, directly).
+    through the station filling it (without it, directly); scan_case triggers the case-scan station.
     """
     from edge.api import aggregation as aggregation_api  # noqa: PLC0415 - it builds on this module's helpers
 
@@ -78,7 +79,7 @@ def make_app(
     app.router.add_post(f"{api}/batches/{{ref}}/{{action}}", _action)
     app.router.add_post(f"{api}/serials", _import_serials)
     app.router.add_get(f"{api}/pool/{{product}}", _pool)
-    aggregation_api.add_routes(app, api, aggregation, close_short=close_short)
+    aggregation_api.add_routes(app, api, aggregation, close_short=close_short, scan_case=scan_case)
     return app
 
 

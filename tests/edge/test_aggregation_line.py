@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 
 from edge.config import load_config_text
@@ -19,7 +20,9 @@ from edge.gs1.element import build
 from edge.line.simulated import SimulatedLine
 from edge.serials.states import SerialState
 from edge.supervisor import LinkState
+from simulators.printer import Printed
 from simulators.scanner_wedge import WedgeScannerSim
+from simulators.world import SimProduct
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:
@@ -190,3 +193,71 @@ async def test_a_full_case_waiting_for_its_label_at_shutdown_is_labelled_after_t
         # The label that was stuck in the powered-down printer of the first run is void: never verified.
         voided = [e for e in await service.events(1) if e.action == "void_label"]
         assert len(voided) == 1
+
+
+CASE_SCAN = """
+line: {{id: bench, name: Bench line}}
+devices:
+  - id: labeller-case
+    driver: printer.zpl
+    url: "socket://127.0.0.1:1"
+    options: {{feeds: labels, poll_interval_s: 0.005}}
+  - {{id: scanner-case-label, driver: scanner.wedge, url: "socket://127.0.0.1:1"}}
+  - id: camera-case
+    driver: camera.simulated-case
+    url: "socket://127.0.0.1:1"
+    options: {{world: case-bench, width: 1224, height: 1024}}
+storage: {{state_dir: "{state}"}}
+api: {{port: 0}}
+catalog: {{products: "{root}/config/products", markets: "{root}/config/markets"}}
+aggregation:
+  cases:
+    mode: case-scan
+    camera: camera-case
+    label: {{printer: labeller-case, verifier: scanner-case-label}}
+"""
+
+
+async def test_case_scan_over_the_api_packs_a_full_case_or_sends_it_to_rework(tmp_path: Path) -> None:
+    config = load_config_text(CASE_SCAN.format(state=tmp_path / "state", root=ROOT), "bench.yaml")
+    async with SimulatedLine(config) as line:
+        daemon = Daemon(line.config)
+        task = asyncio.create_task(daemon.run(handle_signals=False))
+        labelling = asyncio.create_task(line.run_packaging())
+        try:
+            async with asyncio.timeout(HANG_GUARD_S):
+                await daemon.ready.wait()
+                while any(s.status.state is not LinkState.ONLINE for s in daemon.supervisors):  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+            b = Bench(line, daemon)
+            units = await b.commissioned(19)
+            # Ten packs drop into the case, then nine (one short): the camera over the case sees what came.
+            def drop(seq: int, code: str) -> None:
+                line.world.shipped.append(SimProduct(seq, entered=0, printed=Printed(seq, "unit", (("code", code),))))
+
+            for n, (_, code) in enumerate(units[:10], start=1):
+                drop(n, code)
+            url = f"http://127.0.0.1:{daemon.api_port}/api/v1/aggregation/case-scan"
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url) as answer:
+                    good = await answer.json()
+                assert (answer.status, good["ok"], good["found"]) == (200, True, 10)
+                for n, (_, code) in enumerate(units[10:], start=11):
+                    drop(n, code)
+                async with http.post(url) as answer:
+                    short = await answer.json()
+                assert (short["ok"], short["reason"], short["found"]) == (False, "too-few", 9)
+                async with http.post(url, json={"expected": 9}) as answer:
+                    refused = await answer.json()
+                assert answer.status == 400
+                assert "operator" in refused["error"]
+            async with asyncio.timeout(HANG_GUARD_S):
+                await b.agg.case_labels.wait_idle()
+            [case] = await b.agg.aggregation.containers_of_batch(1, level="case")
+            assert (case.state, case.count) == ("closed", 10)
+        finally:
+            labelling.cancel()
+            await asyncio.gather(labelling, return_exceptions=True)
+            daemon.request_shutdown()
+            async with asyncio.timeout(HANG_GUARD_S):
+                await task
