@@ -1,0 +1,1 @@
+"""EPCIS: events from the store, documents, event hash IDs, checks before upload, outbox and delivery."""
