@@ -25,6 +25,7 @@ from edge.errors import (
 from edge.serials.states import (
     ACTIVE_BATCH_STATES,
     IN_FLIGHT,
+    REPORTED,
     SERIAL_TRANSITIONS,
     SETTLED,
     BatchState,
@@ -310,7 +311,7 @@ def _batch_label(batch_id: int | None) -> str:
 
 
 def _record(conn: sqlite3.Connection, move: Move, steps: list[tuple[int, int]], now: str) -> None:
-    """Write one transition row and the moves of its serials."""
+    """Write one transition row and the moves of its serials, and the outbox row when the move is reported."""
     transition_id = conn.execute(
         "INSERT INTO transition (at, batch_id, to_state, count, device, reason, operator)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -322,6 +323,11 @@ def _record(conn: sqlite3.Connection, move: Move, steps: list[tuple[int, int]], 
         "INSERT INTO serial_history (serial_id, transition_id, from_state) VALUES (?, ?, ?)",
         ((serial_id, transition_id, src) for serial_id, src in steps),
     )
+    if move.to in REPORTED and move.batch_id is not None:
+        conn.execute(
+            "INSERT INTO epcis_outbox (batch_id, transition_id, serials) VALUES (?, ?, ?)",
+            (move.batch_id, transition_id, json.dumps(steps, separators=(",", ":"))),
+        )
 
 
 def _move_where(
@@ -357,6 +363,13 @@ def _move_where(
         f" SELECT id, ?, state FROM serial WHERE batch_id = ? AND state IN ({marks})",
         (transition_id, batch_id, *sources),
     )
+    if to in REPORTED:
+        conn.execute(
+            "INSERT INTO epcis_outbox (batch_id, transition_id, serials)"  # noqa: S608 - only ? marks
+            " SELECT ?, ?, json_group_array(json_array(id, state))"
+            f" FROM (SELECT id, state FROM serial WHERE batch_id = ? AND state IN ({marks}) ORDER BY id)",
+            (batch_id, transition_id, batch_id, *sources),
+        )
     conn.execute(
         f"UPDATE serial SET state = ? WHERE batch_id = ? AND state IN ({marks})",  # noqa: S608 - only ? marks
         (int(to), batch_id, *sources),
@@ -724,6 +737,7 @@ def close_batch(
     report = reconciliation(conn, batch_id)
     if not report["balanced"]:
         raise ReconciliationError(f"cannot close {batch.name}: {'; '.join(report['blocking'])}")
+    _check_outbox(conn, batch_id, batch.name)
     move_batch(conn, batch_id, BatchState.CLOSED, now=now, operator=operator, reason="closed, reconciled")
     report["batch"]["state"] = BatchState.CLOSED.value
     report["closed_at"] = now
@@ -737,6 +751,23 @@ def close_batch(
         (batch_id, now, text, hashlib.sha256(text.encode()).hexdigest()),
     )
     return report
+
+
+def _check_outbox(conn: sqlite3.Connection, batch_id: int, name: str) -> None:
+    """Refuse to close a batch whose reported serial moves are not all in the EPCIS outbox."""
+    states = tuple(int(state) for state in REPORTED)
+    moves = conn.execute(
+        f"SELECT count(*) FROM transition WHERE batch_id = ? AND to_state IN ({', '.join('?' * len(states))})",  # noqa: S608
+        (batch_id, *states),
+    ).fetchone()[0]
+    queued = conn.execute(
+        "SELECT count(*) FROM epcis_outbox WHERE batch_id = ? AND transition_id IS NOT NULL", (batch_id,)
+    ).fetchone()[0]
+    if moves != queued:
+        raise ReconciliationError(
+            f"cannot close {name}: {moves:,} commissioning and decommissioning moves were recorded but {queued:,} "
+            "entered the EPCIS outbox; the store was changed outside the line controller"
+        )
 
 
 def _back_to_pool(conn: sqlite3.Connection, batch_id: int, *, now: str, operator: str | None) -> int:

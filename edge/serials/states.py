@@ -69,6 +69,8 @@ SETTLED = frozenset({S.COMMISSIONED, *DECOMMISSIONED, S.RETURNED})
 """States a batch's serials must all be in before it closes (DESIGN invariant 2)."""
 IN_FLIGHT = frozenset({S.SENT, S.PRINTED})
 """States of serials that may be on a physical unit whose verdict is not yet known."""
+REPORTED = frozenset({S.COMMISSIONED, S.REJECTED, S.DESTROYED, S.SAMPLED})
+"""Moves to these states enter the EPCIS outbox in their own transaction (commissioning and decommissioning)."""
 
 OPEN_SCS_STATE = {
     S.AVAILABLE: "Unallocated",
