@@ -166,6 +166,8 @@ class _Pending:
     """Moves of one transition row being gathered: (serial id, from state) pairs."""
 
     move: Move
+    batch_id: int | None
+    """The batch of every serial in steps (the move's own, or the serials' when the move names none)."""
     steps: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -194,16 +196,18 @@ def apply_moves(conn: sqlite3.Connection, moves: Sequence[Move], now: str) -> li
         if problem is not None:
             outcomes.append(problem)
             continue
-        if not groups or groups[-1].move.key != move.key:
-            groups.append(_Pending(move))
-        steps = groups[-1].steps
         to = int(move.to)
         for serial_id in move.ids:
-            steps.append((serial_id, states[serial_id][0]))
-            states[serial_id] = (to, states[serial_id][1])
+            state, batch_id = states[serial_id]
+            # A move that names no batch is recorded under each serial's own batch, so that every transition
+            # (and the EPCIS outbox row of a reported one) belongs to the batch it counts for.
+            if not groups or groups[-1].move.key != move.key or groups[-1].batch_id != batch_id:
+                groups.append(_Pending(move, batch_id))
+            groups[-1].steps.append((serial_id, state))
+            states[serial_id] = (to, batch_id)
         outcomes.append(len(move.ids))
     for group in groups:
-        _record(conn, group.move, group.steps, now)
+        _record(conn, group.move, group.steps, now, group.batch_id)
     return outcomes
 
 
@@ -310,12 +314,14 @@ def _batch_label(batch_id: int | None) -> str:
     return "no batch (the pool)" if batch_id is None else f"batch {batch_id}"
 
 
-def _record(conn: sqlite3.Connection, move: Move, steps: list[tuple[int, int]], now: str) -> None:
+def _record(
+    conn: sqlite3.Connection, move: Move, steps: list[tuple[int, int]], now: str, batch_id: int | None
+) -> None:
     """Write one transition row and the moves of its serials, and the outbox row when the move is reported."""
     transition_id = conn.execute(
         "INSERT INTO transition (at, batch_id, to_state, count, device, reason, operator)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (now, move.batch_id, int(move.to), len(steps), move.device, move.reason, move.operator),
+        (now, batch_id, int(move.to), len(steps), move.device, move.reason, move.operator),
     ).lastrowid
     to = int(move.to)
     conn.executemany("UPDATE serial SET state = ? WHERE id = ?", ((to, serial_id) for serial_id, _ in steps))
@@ -323,10 +329,10 @@ def _record(conn: sqlite3.Connection, move: Move, steps: list[tuple[int, int]], 
         "INSERT INTO serial_history (serial_id, transition_id, from_state) VALUES (?, ?, ?)",
         ((serial_id, transition_id, src) for serial_id, src in steps),
     )
-    if move.to in REPORTED and move.batch_id is not None:
+    if move.to in REPORTED and batch_id is not None:
         conn.execute(
             "INSERT INTO epcis_outbox (batch_id, transition_id, serials) VALUES (?, ?, ?)",
-            (move.batch_id, transition_id, json.dumps(steps, separators=(",", ":"))),
+            (batch_id, transition_id, json.dumps(steps, separators=(",", ":"))),
         )
 
 
@@ -611,7 +617,7 @@ def _draw_from_pool(
         "UPDATE serial SET batch_id = ? WHERE id IN (SELECT value FROM json_each(?))", (batch.id, json.dumps(ids))
     )
     move = Move(ids, S.ALLOCATED, reason="drawn from the pool", operator=operator, batch_id=batch.id)
-    _record(conn, move, [(serial_id, int(S.AVAILABLE)) for serial_id in ids], now)
+    _record(conn, move, [(serial_id, int(S.AVAILABLE)) for serial_id in ids], now, batch.id)
 
 
 def next_to_print(
@@ -632,7 +638,7 @@ def next_to_print(
     ).fetchall()
     if rows:
         move = Move([row[0] for row in rows], S.SENT, reason="sent to printer", device=device, batch_id=batch_id)
-        _record(conn, move, [(row[0], int(S.ALLOCATED)) for row in rows], now)
+        _record(conn, move, [(row[0], int(S.ALLOCATED)) for row in rows], now, batch_id)
     return [(row[0], row[1], row[2]) for row in rows]
 
 
