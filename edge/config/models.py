@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -66,6 +67,11 @@ def shipped_markets_dir() -> Path:
     return Path(edge.__file__).resolve().parents[1] / "config" / "markets"
 
 
+def shipped_partners_dir() -> Path:
+    """Return the EPCIS partner profiles shipped with Lineside: config/partners beside the edge package."""
+    return Path(edge.__file__).resolve().parents[1] / "config" / "partners"
+
+
 def _anchored(path: Path, info: ValidationInfo) -> Path:
     """Resolve a relative path against the config file's directory, when validation was told it (base_dir)."""
     base = (info.context or {}).get("base_dir")
@@ -118,20 +124,21 @@ class LineInfo(Section):
     @field_validator("location")
     @classmethod
     def _sgln(cls, urn: str | None) -> str | None:
-        if urn is None:
-            return None
-        match = re.fullmatch(SGLN_PATTERN, urn)
-        if match is None:
-            raise ValueError(
-                f'"{urn}" is not an SGLN EPC URN: expected urn:epc:id:sgln:<company prefix>.<location reference>'
-                ".<extension>, like urn:epc:id:sgln:4012345.00000.0"
-            )
-        digits = len(match[1]) + len(match[2])
-        if digits != 12:
-            raise ValueError(
-                f'"{urn}": company prefix and location reference must have 12 digits together, not {digits}'
-            )
-        return urn
+        return None if urn is None else check_sgln(urn)
+
+
+def check_sgln(urn: str) -> str:
+    """Return urn when it is an SGLN EPC URN with 12 digits of company prefix and location; else ValueError."""
+    match = re.fullmatch(SGLN_PATTERN, urn)
+    if match is None:
+        raise ValueError(
+            f'"{urn}" is not an SGLN EPC URN: expected urn:epc:id:sgln:<company prefix>.<location reference>'
+            ".<extension>, like urn:epc:id:sgln:4012345.00000.0"
+        )
+    digits = len(match[1]) + len(match[2])
+    if digits != 12:
+        raise ValueError(f'"{urn}": company prefix and location reference must have 12 digits together, not {digits}')
+    return urn
 
 
 class TimeoutsConfig(Section):
@@ -269,15 +276,18 @@ class CatalogConfig(Section):
     markets: Path = Field(default_factory=shipped_markets_dir)
     """Directory of market rule packs, one YAML file each; relative paths start at the config file's directory.
     Default: the packs shipped with Lineside (its config/markets)."""
+    partners: Path = Field(default_factory=shipped_partners_dir)
+    """Directory of EPCIS partner profiles, one YAML file each; relative paths start at the config file's
+    directory. Default: the profiles shipped with Lineside (its config/partners)."""
 
-    @field_validator("products", "markets", mode="before")
+    @field_validator("products", "markets", "partners", mode="before")
     @classmethod
     def _not_empty(cls, value: object) -> object:
         if value == "":
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("products", "markets")
+    @field_validator("products", "markets", "partners")
     @classmethod
     def _anchor(cls, directory: Path, info: ValidationInfo) -> Path:
         return _anchored(directory, info)
@@ -421,6 +431,166 @@ class AggregationConfig(Section):
     """Cases onto pallets; without it cases are the top level this line builds."""
 
 
+class EpcisConfig(Section):
+    """What the line writes into every EPCIS event, and where the official schemas are."""
+
+    biz_location: str | None = Field(None, json_schema_extra={"pattern": SGLN_PATTERN})
+    """SGLN EPC URN where products are after each event (the site, or its finished-goods area), like
+    urn:epc:id:sgln:4012345.00000.0. Upstream systems refuse events without one, so does the line."""
+    timezone: str = "UTC"
+    """IANA time zone of the line, like Europe/Berlin: event times are written with its UTC offset."""
+    schemas: Path | None = None
+    """Directory of the official GS1 EPCIS schemas (laid out like the gs1/EPCIS repository: EPCIS-JSON-Schema.json,
+    XSD/, and XSD-1.2/ for EPCIS 1.2); documents are checked against them before they leave. Default:
+    $LINESIDE_EPCIS_SCHEMAS, then /usr/share/lineside/epcis-schemas; without schemas only the line's own checks
+    run, and the log says so."""
+
+    @field_validator("biz_location")
+    @classmethod
+    def _sgln(cls, urn: str | None) -> str | None:
+        return None if urn is None else check_sgln(urn)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'"{name}" is not an IANA time zone, like Europe/Berlin or America/New_York') from None
+        return name
+
+    @field_validator("schemas")
+    @classmethod
+    def _anchor(cls, directory: Path | None, info: ValidationInfo) -> Path | None:
+        return None if directory is None else _anchored(directory, info)
+
+
+class TlsConfig(Section):
+    """TLS towards an upstream endpoint: the server is always verified; a client certificate when asked."""
+
+    ca_file: Path | None = None
+    """PEM bundle of the CAs that sign the server's certificate; default: the system's."""
+    client_cert: Path | None = None
+    """PEM client certificate, for servers that authenticate the line by certificate."""
+    client_key: Path | None = None
+    """PEM private key of client_cert (unencrypted; protect it with file permissions)."""
+
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _anchor(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _anchored(path, info)
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.client_cert is None) != (self.client_key is None):
+            missing = "client_key" if self.client_key is None else "client_cert"
+            raise RelationError("client_cert and client_key go together", at=(missing,))
+        return self
+
+
+class AuthConfig(Section):
+    """How the line authenticates upstream: a bearer token, or a user and password; secrets live in files."""
+
+    bearer_token_file: Path | None = None
+    """File holding the bearer token (one line), readable by the service user only."""
+    username: str | None = Field(None, min_length=1)
+    """User name for HTTP basic authentication."""
+    password_file: Path | None = None
+    """File holding the basic-authentication password (one line)."""
+
+    @field_validator("bearer_token_file", "password_file")
+    @classmethod
+    def _anchor(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _anchored(path, info)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        basic = self.username is not None or self.password_file is not None
+        if basic and self.bearer_token_file is not None:
+            raise RelationError("give a bearer_token_file or username and password_file, not both",
+                                at=("bearer_token_file",))
+        if basic and (self.username is None or self.password_file is None):
+            missing = "username" if self.username is None else "password_file"
+            raise RelationError("basic authentication needs both username and password_file", at=(missing,))
+        if not basic and self.bearer_token_file is None:
+            raise RelationError("give a bearer_token_file, or username and password_file", at=())
+        return self
+
+
+class UpstreamTarget(Section):
+    """One place completed batches go as EPCIS: an EPCIS 2.0 capture endpoint or a directory for file drops."""
+
+    id: Identifier
+    """Short name of the target, in logs, the API and the delivery status."""
+    kind: Literal["capture", "file_drop"]
+    """capture: POST {url}/capture (EPCIS 2.0 REST binding); file_drop: documents written into directory."""
+    url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    """Base URL of the EPCIS repository (capture), like https://l3.example.com/epcis; /capture is added."""
+    directory: Path | None = None
+    """Directory documents are written into (file_drop), atomically, named by the profile's file_name."""
+    profile: Identifier | None = None
+    """Partner profile (catalog.partners/<profile>.yaml); default: the profile of each batch's market pack."""
+    mode: Literal["batch", "stream"] = "batch"
+    """batch: each batch once closed; stream: events also during production, every stream_every_s."""
+    stream_every_s: float = Field(60.0, strict=True, gt=0, le=3600)
+    """In stream mode, how often the events of the running batch are cut into a message."""
+    tls: TlsConfig | None = None
+    """TLS settings for an https:// url."""
+    auth: AuthConfig | None = None
+    """Authentication towards the capture endpoint."""
+    request_timeout_s: float = Field(30.0, strict=True, gt=0, le=600)
+    """Longest wait for the endpoint's answer to one request; then the attempt counts as failed and is retried."""
+    job_timeout_s: float = Field(300.0, strict=True, gt=0, le=86400)
+    """Longest wait for an accepted capture job to finish before the attempt is retried."""
+    retry_initial_s: float = Field(1.0, strict=True, gt=0, le=600)
+    """First wait before retrying a failed delivery; doubles per failure in a row up to retry_max_s."""
+    retry_max_s: float = Field(300.0, strict=True, gt=0, le=86400)
+    """Longest wait between retries while upstream stays down."""
+    enabled: bool = True
+    """A disabled target keeps its queue and sends nothing (maintenance windows upstream)."""
+
+    @field_validator("directory")
+    @classmethod
+    def _anchor(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _anchored(path, info)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> Self:
+        if self.kind == "capture":
+            if self.url is None:
+                raise RelationError("a capture target needs url (the EPCIS repository's base URL)", at=("kind",))
+            if self.directory is not None:
+                raise RelationError("directory is for file_drop targets", at=("directory",))
+            if self.tls is not None and not self.url.startswith("https://"):
+                raise RelationError("tls settings need an https:// url", at=("tls",))
+        else:
+            if self.directory is None:
+                raise RelationError("a file_drop target needs directory", at=("kind",))
+            for key in ("url", "tls", "auth"):
+                if getattr(self, key) is not None:
+                    raise RelationError(f"{key} is for capture targets", at=(key,))
+        if self.retry_max_s < self.retry_initial_s:
+            raise RelationError("retry_max_s must not be below retry_initial_s", at=("retry_max_s",))
+        return self
+
+
+class UpstreamConfig(Section):
+    """Where completed batches go upstream as EPCIS; each target keeps its own durable queue."""
+
+    targets: tuple[UpstreamTarget, ...] = ()
+    """Delivery targets; ids unique."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        first: dict[str, int] = {}
+        for index, target in enumerate(self.targets):
+            if target.id in first:
+                raise RelationError(f'duplicate target id "{target.id}"', at=("targets", index, "id"),
+                                    first=("targets", first[target.id], "id"))
+            first[target.id] = index
+        return self
+
+
 class LineConfig(Section):
     """One packaging line: its devices and the services the line controller runs for it."""
 
@@ -446,6 +616,10 @@ class LineConfig(Section):
     """The camera, the PLC and the rules of inspection and rejection; without it no pack is judged."""
     aggregation: AggregationConfig | None = None
     """Case and pallet stations with their labellers; sequential case packing needs inspection."""
+    epcis: EpcisConfig = Field(default_factory=EpcisConfig)
+    """What the line writes into its EPCIS events."""
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    """Where completed batches are delivered as EPCIS."""
 
     _source: Path | None = PrivateAttr(None)
 
