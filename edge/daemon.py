@@ -23,7 +23,7 @@ from edge.line.reading import Reading
 from edge.log import device_logger
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
-from edge.serials.batches import BatchService, CommandRequest, log_low_water
+from edge.serials.batches import BatchService, CommandRequest, LowWaterHook, log_low_water
 from edge.serials.ledger import SerialLedger
 from edge.store import Store
 from edge.supervisor import DeviceSession, DeviceSupervisor, LinkState, Sleep, default_backoff
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from drivers.base import Driver
     from edge.config import DeviceConfig, LineConfig
     from edge.config.models import InspectionConfig
+    from edge.sync.delivery import TargetDelivery
 
 _LOG = structlog.get_logger("lineside.daemon")
 
@@ -84,6 +85,8 @@ class Daemon:
         """The case and pallet stations and their labellers, when the configuration has an aggregation section."""
         self.inspection: InspectionService | None = None
         """Judges the packs at the camera when the configuration has an inspection section."""
+        self.deliveries: list[TargetDelivery] = []
+        """Upstream delivery, one per configured target, while the daemon runs."""
         self._attached: dict[str, Attached] = {}
         self._plc_id = config.inspection.plc if config.inspection is not None else None
 
@@ -137,13 +140,8 @@ class Daemon:
                         started_at=previous.started_at,
                     )
                 serials = root.create_task(ledger.run(), name="serial-ledger")
-                pool = cfg.serial_pool
-                low_water = (
-                    CommandRequest(pool.request_command, pool.request_timeout_s)
-                    if pool.request_command
-                    else log_low_water
-                )
-                batches = self.batches = BatchService(ledger, catalog, low_water=low_water)
+                batches = self.batches = BatchService(ledger, catalog, low_water=self._low_water())
+                self.deliveries = await self._deliveries(store, catalog, batches)
                 await self._recover(ledger, unclean=previous is not None)
                 if self.aggregation is not None:
                     await self.aggregation.recover()
@@ -151,7 +149,8 @@ class Daemon:
                 work.append(root.create_task(self._consume_events(), name="device-events"))
                 if self.inspection is not None:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
-                work.extend(root.create_task(service(), name="service") for service in self._services)
+                work.extend([*(root.create_task(service(), name="service") for service in self._services),
+                             *(root.create_task(d.run(), name=f"upstream:{d.target.id}") for d in self.deliveries)])
                 api = self._api = ApiServer(self._app(batches), cfg.api.host, cfg.api.port, sleep=self._sleep)
                 work.append(root.create_task(api.run(), name="http-api"))
                 await api.attempted.wait()  # listening (or retrying, logged) before the line reports ready
@@ -177,6 +176,37 @@ class Daemon:
                 self.aggregation.close()
         _LOG.info("line controller stopped", clean=clean)
         return 0 if clean else 1
+
+    def _low_water(self) -> LowWaterHook:
+        """Return what runs when a serial pool runs low: the site's request command, or a log line."""
+        pool = self.config.serial_pool
+        if pool.request_command:
+            return CommandRequest(pool.request_command, pool.request_timeout_s)
+        return log_low_water
+
+    def _wake_deliveries(self, batch_id: int) -> None:
+        """Wake every upstream target: a batch closed, so look for it now rather than at the next poll."""
+        del batch_id
+        for delivery in self.deliveries:
+            delivery.wake()
+
+    async def _deliveries(self, store: Store, catalog: Catalog, batches: BatchService) -> list[TargetDelivery]:
+        """Build the upstream deliveries (profiles, secrets and schemas are read off the loop)."""
+        cfg = self.config
+        if not cfg.upstream.targets:
+            return []
+        batches.closed_listeners.append(self._wake_deliveries)
+        from edge.epcis.validate import EpcisSchemas  # noqa: PLC0415 - lxml and jsonschema only when delivering
+        from edge.sync.upstream import build_deliveries  # noqa: PLC0415
+
+        def build() -> list[TargetDelivery]:
+            schemas = EpcisSchemas.locate(cfg.epcis.schemas)
+            if schemas is None:
+                _LOG.warning("official EPCIS schemas not found: documents get the line's own checks only",
+                             hint="set epcis.schemas or LINESIDE_EPCIS_SCHEMAS")
+            return build_deliveries(cfg, store, catalog.markets, schemas=schemas, sleep=self._sleep)
+
+        return await asyncio.to_thread(build)
 
     def _app(self, batches: BatchService) -> web.Application:
         """Return the HTTP API over the batches, the line's status and its aggregation stations."""

@@ -87,15 +87,19 @@ def load_config(path: Path) -> LineConfig:
 
 def check_config_main(path: Path, *, as_json: bool) -> int:
     """Check a configuration file and its catalog (markets, then products); print every problem; 0 if valid, else 2."""
-    # Imported here: products and markets read their files with this module's helpers.
+    # Imported here: products, markets and partner profiles read their files with this module's helpers.
+    from edge.epcis.profiles import load_profiles  # noqa: PLC0415
     from edge.products.load import load_catalog  # noqa: PLC0415
+    from edge.sync.upstream import check_profiles  # noqa: PLC0415
 
     try:
-        load_catalog(load_config(path).catalog)
+        config = load_config(path)
+        load_catalog(config.catalog)
+        partners = config.catalog.partners
+        profiles = load_profiles(partners) if partners.is_dir() or config.upstream.targets else {}
+        issues = check_profiles(config, profiles)
     except ConfigError as exc:
         issues = exc.issues
-    else:
-        issues = []
     if as_json:
         sys.stdout.write(json.dumps([asdict(issue) for issue in issues], indent=2) + "\n")
     elif issues:

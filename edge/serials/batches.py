@@ -137,6 +137,8 @@ class BatchService:
         self.catalog = catalog
         self._low_water = low_water
         self._today = today
+        self.closed_listeners: list[Callable[[int], None]] = []
+        """Called with the batch id once a batch is durably closed (upstream delivery starts at once)."""
 
     # -- work orders ----------------------------------------------------------------------------
 
@@ -214,6 +216,8 @@ class BatchService:
         batch = await self.ledger.batch(ref)
         report = await self.ledger.close(batch.id, operator=operator, return_to_pool=returns_to_pool(batch))
         _LOG.info("batch closed", batch=batch.id, equation=report["equation"], operator=operator)
+        for listener in self.closed_listeners:
+            listener(batch.id)
         return report
 
     async def cancel(self, ref: int | str, *, reason: str, operator: str | None = None) -> BatchRow:

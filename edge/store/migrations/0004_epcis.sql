@@ -53,6 +53,33 @@ SELECT batch_id, transition_id, aggregation_event_id, serials FROM (
 )
 ORDER BY at, kind, source_id;
 
+-- What every event of a batch shares, fixed the first time its events are rendered (read point, business
+-- location, time zone, work-order transaction): changing the line configuration later changes no event and no
+-- event ID of a batch already reported.
+CREATE TABLE epcis_context (
+    batch_id     INTEGER PRIMARY KEY REFERENCES batch (id),
+    context_json TEXT NOT NULL CHECK (json_valid(context_json)),
+    at           TEXT NOT NULL
+) STRICT;
+
+-- A delivery target as the line first saw it: batches closed before then are not sent unless an operator asks.
+CREATE TABLE epcis_target (
+    target      TEXT PRIMARY KEY,
+    since       TEXT NOT NULL
+) STRICT;
+
+-- A batch on its way to one target, with the partner profile its documents are written with (a snapshot, so a
+-- re-send is the same document). complete: every outbox row of the closed batch is cut into messages.
+CREATE TABLE epcis_batch (
+    target       TEXT NOT NULL,
+    batch_id     INTEGER NOT NULL REFERENCES batch (id),
+    profile_json TEXT NOT NULL CHECK (json_valid(profile_json)),
+    complete     INTEGER NOT NULL CHECK (complete IN (0, 1)),
+    created_at   TEXT NOT NULL,
+    completed_at TEXT,
+    PRIMARY KEY (target, batch_id)
+) STRICT;
+
 -- What goes upstream, per delivery target: a batch's outbox rows cut into documents. The rows of a message
 -- are fixed when it is cut, so every attempt sends the same events with the same IDs. Messages of one target
 -- are delivered in id order, never reordered: a message waits until the one before it was delivered.
@@ -63,8 +90,6 @@ CREATE TABLE epcis_message (
     seq           INTEGER NOT NULL CHECK (seq >= 1),
     first_outbox  INTEGER NOT NULL,
     last_outbox   INTEGER NOT NULL,
-    -- 1 for the message that ends the batch (cut at close); the batch is delivered when it is.
-    final         INTEGER NOT NULL CHECK (final IN (0, 1)),
     state         TEXT NOT NULL CHECK (state IN ('pending', 'delivering', 'delivered', 'failed')),
     attempts      INTEGER NOT NULL DEFAULT 0,
     reason        TEXT,
@@ -76,7 +101,8 @@ CREATE TABLE epcis_message (
     updated_at    TEXT NOT NULL,
     delivered_at  TEXT,
     CHECK (first_outbox <= last_outbox),
-    UNIQUE (target, batch_id, seq)
+    UNIQUE (target, batch_id, seq),
+    FOREIGN KEY (target, batch_id) REFERENCES epcis_batch (target, batch_id)
 ) STRICT;
 
 CREATE INDEX epcis_message_queue ON epcis_message (target, state, id);
@@ -105,8 +131,18 @@ BEGIN
 END;
 
 -- A message's content never changes once cut.
-CREATE TRIGGER epcis_message_rows_fixed BEFORE UPDATE OF target, batch_id, seq, first_outbox, last_outbox, final
+CREATE TRIGGER epcis_message_rows_fixed BEFORE UPDATE OF target, batch_id, seq, first_outbox, last_outbox
     ON epcis_message
 BEGIN
     SELECT RAISE(ABORT, 'the outbox rows of an EPCIS message are fixed when it is cut');
+END;
+
+CREATE TRIGGER epcis_context_fixed BEFORE UPDATE ON epcis_context
+BEGIN
+    SELECT RAISE(ABORT, 'the EPCIS context of a batch is fixed once its events were rendered');
+END;
+
+CREATE TRIGGER epcis_batch_profile_fixed BEFORE UPDATE OF profile_json ON epcis_batch
+BEGIN
+    SELECT RAISE(ABORT, 'the partner profile of a batch on its way upstream is fixed');
 END;
