@@ -1,0 +1,1 @@
+"""Upstream delivery targets: the EPCIS 2.0 REST capture client and the file-drop folder."""
