@@ -56,3 +56,39 @@ ensure_venv() {
 
 # The shared library pylibdmtx loads at run time.
 SYSTEM_PACKAGES=(libdmtx0b)
+
+# ensure_epcis12_xsd: the official EPCIS 1.2 XSDs (EPCglobal-epcis-1_2.xsd and the schemas it imports) in
+# .venv/share/epcis-1.2-xsd, where the tests' 1.2 schema checks find them. GS1's licence keeps them out of the
+# project; the PyPI wheel of EPCPyYes carries them, so that wheel is downloaded (not installed) and only the
+# XSDs are kept. Without network the 1.2 checks are skipped, saying why.
+EPCIS12_XSD_WHEEL="epcpyyes==4.0.5"
+ensure_epcis12_xsd() {
+    local dest=.venv/share/epcis-1.2-xsd
+    [ -f "$dest/EPCglobal-epcis-1_2.xsd" ] && return 0
+    local tmp
+    tmp="$(mktemp -d)"
+    if ! .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$EPCIS12_XSD_WHEEL"; then
+        echo "Could not download $EPCIS12_XSD_WHEEL for the EPCIS 1.2 XSDs: the 1.2 schema checks will be skipped." >&2
+        rm -rf "$tmp"
+        return 0
+    fi
+    .venv/bin/python - "$tmp" "$dest" <<'PY'
+import shutil, sys, zipfile
+from pathlib import Path
+
+tmp, dest = Path(sys.argv[1]), Path(sys.argv[2])
+folder = "EPCPyYes/core/tests/schemas/"
+staging = tmp / "xsd"
+staging.mkdir()
+with zipfile.ZipFile(next(tmp.glob("*.whl"))) as wheel:
+    for name in wheel.namelist():
+        if name.startswith(folder) and name.endswith(".xsd") and "/" not in name[len(folder):]:
+            (staging / name[len(folder):]).write_bytes(wheel.read(name))
+if not (staging / "EPCglobal-epcis-1_2.xsd").is_file():
+    sys.exit(f"{folder}EPCglobal-epcis-1_2.xsd is not in the downloaded wheel")
+dest.parent.mkdir(parents=True, exist_ok=True)
+shutil.rmtree(dest, ignore_errors=True)
+shutil.move(str(staging), str(dest))
+PY
+    rm -rf "$tmp"
+}
