@@ -211,10 +211,20 @@ class Daemon:
     def _app(self, batches: BatchService) -> web.Application:
         """Return the HTTP API over the batches, the line's status and its aggregation stations."""
         agg = self.aggregation
+        common: dict[str, Any] = {"line_status": self.line_status, "store": lambda: self.store,
+                                  "wake_delivery": self._wake_target}
         if agg is None:
-            return make_app(batches, line_status=self.line_status)
-        return make_app(batches, line_status=self.line_status, aggregation=agg.aggregation,
-                        close_short=agg.close_short, scan_case=agg.scan_case if agg.case_scan is not None else None)
+            return make_app(batches, **common)
+        return make_app(batches, aggregation=agg.aggregation, close_short=agg.close_short,
+                        scan_case=agg.scan_case if agg.case_scan is not None else None, **common)
+
+    def _wake_target(self, target: str) -> bool:
+        """Wake one upstream target (an operator re-sent); False when no such target runs."""
+        for delivery in self.deliveries:
+            if delivery.target.id == target:
+                delivery.wake()
+                return True
+        return False
 
     async def _recover(self, ledger: SerialLedger, *, unclean: bool) -> None:
         # Units between printer and camera when the daemon last stopped have no verdict and never will:

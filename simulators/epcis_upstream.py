@@ -1027,8 +1027,14 @@ class EpcisUpstream:
             return None
         _LOG.debug("injecting fault", fault=fault, on=on)
         if isinstance(fault, SlowAnswer):
-            await self._sleep(fault.delay_s)
-            return None
+            # A slow answer still ends when the simulator closes, so no request outlives it.
+            sleeper = asyncio.ensure_future(self._sleep(fault.delay_s))
+            released = asyncio.ensure_future(self._released.wait())
+            done, pending = await asyncio.wait({sleeper, released}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return self._cut(request) if released in done else None
         if isinstance(fault, Hang):
             await self._released.wait()
             return self._cut(request)

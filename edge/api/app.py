@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from edge.api.aggregation import CloseShort, ScanCase
     from edge.products.models import Product
     from edge.serials.batches import BatchService
+    from edge.store import Store
 
 _LOG = structlog.get_logger("lineside.api")
 
@@ -57,13 +58,17 @@ def make_app(
     aggregation: Aggregation | None = None,
     close_short: CloseShort | None = None,
     scan_case: ScanCase | None = None,
+    store: Callable[[], Store | None] | None = None,
+    wake_delivery: Callable[[str], bool] | None = None,
 ) -> web.Application:
     """Return the API application over the line's batch service (and the line's live status, when given).
 
     aggregation serves /api/v1/aggregation (503 there without it); close_short closes a container short
-    through the station filling it (without it, directly); scan_case triggers the case-scan station.
+    through the station filling it (without it, directly); scan_case triggers the case-scan station; store and
+    wake_delivery serve /api/v1/epcis (upstream delivery status and re-send).
     """
     from edge.api import aggregation as aggregation_api  # noqa: PLC0415 - it builds on this module's helpers
+    from edge.api import epcis as epcis_api  # noqa: PLC0415
 
     app = web.Application(client_max_size=client_max_size, middlewares=[_errors])
     app[BATCHES] = batches
@@ -80,6 +85,7 @@ def make_app(
     app.router.add_post(f"{api}/serials", _import_serials)
     app.router.add_get(f"{api}/pool/{{product}}", _pool)
     aggregation_api.add_routes(app, api, aggregation, close_short=close_short, scan_case=scan_case)
+    epcis_api.add_routes(app, api, store or (lambda: None), wake_delivery or (lambda _target: False))
     return app
 
 

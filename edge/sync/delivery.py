@@ -20,7 +20,6 @@ upstream recognises what it has already stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -270,18 +269,14 @@ class TargetDelivery:
         """Wait seconds, or less when woken."""
         self._wake.clear()
         waiter = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
         try:
-            sleeper = asyncio.ensure_future(self._sleep(seconds))
-            try:
-                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sleeper
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+            sleeper.cancel()
+            # asyncio.wait raises nothing of theirs, and lets a cancellation of this task through.
+            await asyncio.wait({waiter, sleeper})
 
     async def _cut(self) -> None:
         """Start the batches due and cut their new outbox rows into messages."""

@@ -14,7 +14,7 @@ from edge.config import check_config_main, config_json_schema, load_config
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "config"
-NOT_LINE_CONFIGS = ("markets", "products", "plc")
+NOT_LINE_CONFIGS = ("markets", "products", "plc", "partners")
 
 LINE_CONFIGS = sorted(
     path
