@@ -37,7 +37,7 @@ EXIT_BAD_INPUT = 2
 STDIN = "-"
 REQUEST_BODY = "<request body>"
 """How the API names what it was sent; the command line puts the file name back in its messages."""
-ACTIONS = ("release", "start", "pause", "resume", "complete", "close", "cancel")
+ACTIONS = ("release", "start", "pause", "resume", "complete", "decommission-in-doubt", "close", "cancel")
 CREATES_STORE = ("create", "import-serials")
 """Commands that may open a state directory that has no database yet (a new line's first batch)."""
 KINDS = ("auto", "yaml", "json", "text")
@@ -74,6 +74,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ):
         command = commands.add_parser(action, parents=[common], help=text)
         command.add_argument("ref", metavar="REF", help="batch id or work order")
+    doubt = commands.add_parser("decommission-in-doubt", parents=[common],
+                                help="decommission the batch's in-doubt serials once their units are off the line")
+    doubt.add_argument("ref", metavar="REF", help="batch id or work order")
+    doubt.add_argument("--reason", required=True, help="what happened to their units, recorded with each serial")
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a batch that never ran")
     cancel.add_argument("ref", metavar="REF", help="batch id or work order")
     cancel.add_argument("--reason", required=True, help="why, recorded with the cancellation")

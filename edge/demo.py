@@ -23,6 +23,7 @@ from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
 from edge.supervisor import LinkState
 from simulators.catalog import SIMULATORS, simulator_for
+from simulators.epcis_upstream import EpcisUpstream
 from simulators.packaging import LabelFault
 from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
@@ -56,6 +57,9 @@ LABEL_FAULT_EVERY = 4
 """Every this many case labels one is unreadable (when the demo injects defects)."""
 # How long the last labels (case, pallet) may take at the batch's end before the demo reports a failure.
 END_OF_BATCH_WAIT_S = 30.0
+# How long the closed batch may take to reach the simulated upstream before the demo reports a failure: the
+# delivery polls every 2 s, is woken at close, and a document of a few hundred events validates in well under 1 s.
+DELIVERY_WAIT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +108,19 @@ def run_demo(
 
 async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
     plan = mixed_plan(run.defect_every, cosmetic_every=run.defect_every * 2 + 1) if run.defect_every else None
-    async with SimulatedLine(config, defects=plan) as line:
-        return await _run_line(line, config_sha256, run)
+    async with contextlib.AsyncExitStack() as stack:
+        upstream = None
+        if config.upstream.targets:
+            # The site's EPCIS repository, simulated: every capture target of the demo config points at it.
+            upstream = await stack.enter_async_context(EpcisUpstream())
+            targets = tuple(t.model_copy(update={"url": upstream.url}) if t.kind == "capture" else t
+                            for t in config.upstream.targets)
+            config = config.model_copy(update={"upstream": config.upstream.model_copy(update={"targets": targets})})
+        line = await stack.enter_async_context(SimulatedLine(config, defects=plan))
+        return await _run_line(line, config_sha256, run, upstream)
 
 
-async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> int:
+async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None) -> int:
     config = line.config
     printer = line.printer
     stations = _aggregation_devices(config)
@@ -145,15 +157,14 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun) -> in
             belt = tasks.create_task(line.world.run(run.ppm), name="demo belt")
             scanning = tasks.create_task(_scan(reads, scanners), name="demo scanner")
             labelling = tasks.create_task(line.run_packaging(), name="demo labellers")
-            await _until_off_the_belt(line, run.units)
-            line.world.running = False  # the line stops; what is on the belt stays there
+            await _run_out(line, run.units)
             belt.cancel()
             scanning.cancel()
             await _settled(line, daemon)
             await _end_of_batch(daemon, batch.id)
             labelling.cancel()
-        await batches.pause(batch.id, operator="demo")
         outcome.update(await _summary(batches, batch.id, line, daemon))
+        outcome.update(await _close_and_deliver(batches, batch.id, daemon, upstream, outcome["problems"]))
         daemon.request_shutdown()
 
     async def stop_after() -> None:
@@ -236,10 +247,73 @@ async def _end_of_batch(daemon: Daemon, batch_id: int) -> None:
         await agg.wait_labelled()
 
 
-async def _until_off_the_belt(line: SimulatedLine, units: int) -> None:
-    """Return once units packs left the belt (to the case packer or the reject bin)."""
+async def _close_and_deliver(batches: BatchService, batch_id: int, daemon: Daemon, upstream: EpcisUpstream | None,
+                             problems: list[str]) -> dict[str, Any]:
+    """Complete, reconcile and close the batch as an operator does, then wait for its EPCIS to arrive upstream."""
+    report = await batches.complete(batch_id, operator="demo")
+    doubt = report["counts"]["in_doubt"]
+    if doubt:
+        # The infeed stopped, so what the printer still held was never on a pack; the feeder cleared it.
+        await batches.decommission_in_doubt(batch_id, operator="demo",
+                                            reason="left in the printer's buffer at batch end and cleared")
+    try:
+        closed = await batches.close(batch_id, operator="demo")
+    except EdgeError as err:
+        problems.append(f"the batch did not close: {err}")
+        return {"closed": None, "delivery": []}
+    delivery = await _delivered(daemon, batch_id, problems)
+    if upstream is not None and delivery:
+        stored = len(upstream.stored_events)
+        events = sum(row["events"] for row in delivery)
+        if stored != events:
+            problems.append(f"upstream holds {stored} events, the batch has {events}")
+    return {"closed": closed["equation"], "in_doubt_decommissioned": doubt, "delivery": delivery,
+            "upstream_validated": upstream.validated_by if upstream is not None else None}
+
+
+async def _delivered(daemon: Daemon, batch_id: int, problems: list[str]) -> list[dict[str, Any]]:
+    """Return the batch's delivery status per target once every target has it delivered (or has failed)."""
+    store = daemon.store
+    if store is None or not daemon.deliveries:
+        return []
+    from edge.sync import outbox  # noqa: PLC0415 - delivery state only matters at the end
+
+    try:
+        async with asyncio.timeout(DELIVERY_WAIT_S):
+            while True:
+                rows = await store.read(lambda conn: outbox.batch_status(conn, batch_id=batch_id))
+                done = [r for r in rows if r["state"] in ("delivered", "failed")]
+                if rows and len(done) == len(daemon.deliveries):
+                    break
+                await asyncio.sleep(PROGRESS_POLL_S / 10)
+    except TimeoutError:
+        problems.append(f"the batch was not delivered upstream within {DELIVERY_WAIT_S:.0f} s")
+    rows = await store.read(lambda conn: outbox.batch_status(conn, batch_id=batch_id))
+    problems.extend(f"delivery to {r['target']} failed: {r['reason']}" for r in rows if r["state"] == "failed")
+    return rows
+
+
+async def _run_out(line: SimulatedLine, units: int) -> None:
+    """Let units packs onto the belt, stop the infeed, and stop the belt once it is empty."""
+    await _until_entered(line, units)
+    line.world.infeed = False
+    await _until_off_the_belt(line, units)
+    line.world.running = False
+
+
+async def _until_entered(line: SimulatedLine, units: int) -> None:
+    """Return once units packs came onto the belt."""
     world = line.world
-    while len(world.shipped) + len(world.reject_bin) < units:
+    while world.entered < units:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_POLL_S):
+                await world.wait_changed()
+
+
+async def _until_off_the_belt(line: SimulatedLine, units: int) -> None:
+    """Return once units packs left the belt (to the case packer or the reject bin) and it is empty."""
+    world = line.world
+    while len(world.shipped) + len(world.reject_bin) < units or world.products:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PROGRESS_POLL_S):
                 await world.wait_changed()
@@ -348,6 +422,12 @@ def _print_summary(outcome: dict[str, Any]) -> None:
         "serials by state: " + ", ".join(f"{state} {count}" for state, count in outcome["states"].items()),
         "alarms: " + (", ".join(f"{a} {n}" for a, n in outcome["alarms"].items()) or "none"),
         "first printed: " + ", ".join(printable(code.encode("latin-1")) for code in outcome["first"]),
+        f"batch closed: {outcome.get('closed') or 'no'}"
+        + (f" ({outcome['in_doubt_decommissioned']} in-doubt serials decommissioned)"
+           if outcome.get("in_doubt_decommissioned") else ""),
+        *(f"EPCIS to {row['target']}: {row['state']}, {row['events']} events in {row['messages']} document(s), "
+          f"{row['attempts']} attempt(s)" for row in outcome.get("delivery", [])),
+        *([f"upstream validated with {outcome['upstream_validated']}"] if outcome.get("upstream_validated") else []),
         "problems: " + ("; ".join(outcome["problems"][:10]) or "none"),
     ]
     print("\n".join(lines))  # noqa: T201 - the command's output

@@ -409,6 +409,8 @@ class Repository:
         max_events: int,
     ) -> None:
         self._validator = validator
+        self.validated_by = "a validator given by its owner" if validator is not None else "not yet resolved"
+        """What documents are checked against: the official schemas, or their structure only."""
         self._extractor = extractor
         self.duplicates: Final = duplicates
         self.capture_limit: Final = capture_limit
@@ -526,13 +528,13 @@ class Repository:
     def prepare(self) -> None:
         """Resolve the default validator and extractor now (imports and schema loading: run off the loop)."""
         if self._validator is None:
-            self._validator = _default_validator()
+            self._validator, self.validated_by = _default_validator()
         if self._extractor is None:
             self._extractor = _default_extractor()
 
     def _validate(self, data: bytes) -> list[str]:
         if self._validator is None:
-            self._validator = _default_validator()
+            self._validator, self.validated_by = _default_validator()
         return self._validator(data)
 
     def _extract(self, data: bytes) -> list[tuple[str | None, str]]:
@@ -553,17 +555,20 @@ def _invalid(problems: list[str]) -> Problem:
     )
 
 
-def _default_validator() -> Validator:
-    """Return edge.epcis.validate with the schemas it finds, or the structural check (with a warning)."""
+STRUCTURE_ONLY = "document structure only (the official EPCIS schemas were not found)"
+
+
+def _default_validator() -> tuple[Validator, str]:
+    """Return edge.epcis.validate with the schemas it finds, or the structural check (with a warning); and which."""
     try:
         module = importlib.import_module("edge.epcis.validate")
         schemas = module.EpcisSchemas.locate()
     except ImportError:
         _LOG.warning("edge.epcis.validate is not available; checking documents' structure only")
-        return structural_problems
+        return structural_problems, STRUCTURE_ONLY
     if schemas is None:
         _LOG.warning("no EPCIS schemas found; checking documents' structure only")
-        return structural_problems
+        return structural_problems, STRUCTURE_ONLY
     validate = cast("Callable[[bytes, object], list[str]]", module.validate_document)
     unavailable = cast("type[Exception]", getattr(module, "SchemaUnavailableError", LookupError))
     warned: set[str] = set()
@@ -578,7 +583,8 @@ def _default_validator() -> Validator:
                 _LOG.warning("checking this kind of document's structure only", reason=str(err))
             return structural_problems(data)
 
-    return check
+    parts = [str(p) for p in (schemas.json_schema, schemas.xsd2, schemas.xsd12) if p is not None]
+    return check, f"the official EPCIS schemas ({', '.join(parts)})"
 
 
 def _default_extractor() -> EventIdExtractor:
@@ -791,6 +797,11 @@ class EpcisUpstream:
         if self._url is None:
             raise RuntimeError("the upstream simulator is not started")
         return self._url
+
+    @property
+    def validated_by(self) -> str:
+        """What captured documents are checked against: the official schemas, or their structure only."""
+        return self.repository.validated_by
 
     @property
     def stored_events(self) -> tuple[StoredEvent, ...]:

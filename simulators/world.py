@@ -111,6 +111,11 @@ class LineWorld:
     _next_entry: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def entered(self) -> int:
+        """How many packs came onto the belt so far."""
+        return self._next_seq - 1
+
     def product(self, seq: int) -> SimProduct | None:
         """Return the pack with this sequence number while it is on the belt or after it left."""
         for collection in (self.products, self.shipped, self.reject_bin):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT.parent / "shared" / "corpora"
+if (CORPORA / "gs1-EPCIS" / "EPCIS-JSON-Schema.json").is_file():
+    # The official EPCIS schemas, for every test and every process a test starts (the demo, the daemon).
+    os.environ.setdefault("LINESIDE_EPCIS_SCHEMAS", str(CORPORA / "gs1-EPCIS"))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from edge.serials.states import BatchState
 if TYPE_CHECKING:
     from edge.serials.batches import BatchService
 
-ACTIONS = ("release", "start", "pause", "resume", "complete", "close", "cancel")
+ACTIONS = ("release", "start", "pause", "resume", "complete", "decommission-in-doubt", "close", "cancel")
 """What can be done to a batch by name: POST /api/v1/batches/{ref}/{action} and `lineside batch ACTION REF`."""
 
 
@@ -36,6 +36,10 @@ async def perform(
         batch = await batches.pause(ref, operator=operator)
     elif action == "complete":
         return await batches.complete(ref, operator=operator)
+    elif action == "decommission-in-doubt":
+        if not reason:
+            raise ValueError("decommissioning in-doubt serials needs a reason (what happened to their units)")
+        return await batches.decommission_in_doubt(ref, reason=reason, operator=operator)
     elif action == "close":
         return await batches.close(ref, operator=operator)
     elif action == "cancel":

@@ -211,6 +211,13 @@ class BatchService:
             _LOG.warning("serials in doubt at batch completion", batch=batch.id, in_doubt=in_doubt)
         return await self.ledger.reconciliation(batch.id)
 
+    async def decommission_in_doubt(self, ref: int | str, *, reason: str, operator: str | None) -> dict[str, Any]:
+        """Decommission the batch's in-doubt serials; return its reconciliation after."""
+        batch = await self.ledger.batch(ref)
+        count = await self.ledger.decommission_in_doubt(batch.id, operator=operator, reason=reason)
+        _LOG.warning("in-doubt serials decommissioned", batch=batch.id, count=count, operator=operator, reason=reason)
+        return await self.ledger.reconciliation(batch.id)
+
     async def close(self, ref: int | str, *, operator: str | None = None) -> dict[str, Any]:
         """Reconcile and close the batch; return the frozen report (ReconciliationError when it does not balance)."""
         batch = await self.ledger.batch(ref)

@@ -216,6 +216,12 @@ class SerialLedger:
             partial(ops.complete_batch, batch_id=batch_id, now=self._now(), operator=operator)
         )
 
+    async def decommission_in_doubt(self, batch_id: int, *, operator: str | None, reason: str | None) -> int:
+        """Decommission the batch's in-doubt serials (rejected, never reused); return how many."""
+        return await self.store.write(
+            partial(ops.decommission_in_doubt, batch_id=batch_id, now=self._now(), operator=operator, reason=reason)
+        )
+
     async def close(self, batch_id: int, *, operator: str | None, return_to_pool: bool) -> dict[str, Any]:
         """Reconcile and close the batch; return the frozen report (ReconciliationError if it does not balance)."""
         return await self.store.write(

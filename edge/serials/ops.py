@@ -655,6 +655,23 @@ def complete_batch(conn: sqlite3.Connection, batch_id: int, *, now: str, operato
                        reason="in flight when the batch was completed")
 
 
+def decommission_in_doubt(
+    conn: sqlite3.Connection, batch_id: int, *, now: str, operator: str | None, reason: str | None
+) -> int:
+    """Decommission every in-doubt serial of a batch that is not running (their units were set aside); return how many.
+
+    A serial in doubt may be on a unit nobody judged: an operator who has taken those units off the line
+    decommissions their serials (rejected: never reused, reported upstream), naming why.
+    """
+    if not operator or not (reason or "").strip():
+        raise BatchError("decommissioning in-doubt serials needs an operator and a reason")
+    batch = get_batch(conn, batch_id)
+    if batch.state is BatchState.RUNNING:
+        raise BatchError(f"{batch.name} is running: pause or complete it before decommissioning in-doubt serials")
+    return _move_where(conn, batch_id=batch_id, src=[S.IN_DOUBT], to=S.REJECTED, now=now, operator=operator,
+                       reason=f"in doubt, decommissioned: {reason}")
+
+
 def recover_in_flight(conn: sqlite3.Connection, line_id: str, *, now: str, reason: str) -> int:
     """Mark in doubt every serial sent or printed but not judged, in the line's active batch; return how many."""
     batch = active_batch(conn, line_id)

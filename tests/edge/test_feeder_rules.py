@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -120,6 +121,12 @@ def test_demo_prints_inspects_and_rejects_every_injected_defect(tmp_path: Path) 
     voided = next(line for line in done.stdout.splitlines() if line.startswith("labels voided"))
     assert int(voided.rsplit(" ", 1)[1]) >= 1
     assert "problems: none" in done.stdout
+    # The batch closed balanced and its EPCIS arrived upstream, checked against the official schemas.
+    assert "batch closed: allocated" in done.stdout
+    delivered = next(line for line in done.stdout.splitlines() if line.startswith("EPCIS to site-epcis: "))
+    assert delivered.startswith("EPCIS to site-epcis: delivered, "), delivered
+    if os.environ.get("LINESIDE_EPCIS_SCHEMAS"):
+        assert "upstream validated with the official EPCIS schemas" in done.stdout
 
 
 def test_simulate_serves_every_device_of_a_config_tcp_and_serial(tmp_path: Path) -> None:
