@@ -170,6 +170,7 @@ def _export_in(conn: sqlite3.Connection, args: argparse.Namespace, config: LineC
     header = DocumentHeader(
         creation_date=utc_now(),
         sender_gln=context.get("site_gln"),
+        receiver_gln=profile.receiver_gln,
         instance_id=f"{context.get('line', 'line')}.export.{batch_id}.{iso_utc(utc_now())}",
         master_data=delivery.master_data(conn, batch_id) if profile.master_data else (),
     )
@@ -233,7 +234,7 @@ def _read(path: Path) -> bytes:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from edge.epcis.validate import EpcisSchemas, validate_document  # noqa: PLC0415
+    from edge.epcis.validate import EpcisSchemas, SchemaUnavailableError, validate_document  # noqa: PLC0415
     from edge.errors import EdgeError  # noqa: PLC0415
 
     try:
@@ -248,6 +249,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         problems = [f"{args.file}: {p}" for p in validate_document(data, schemas)]
         if args.checks and not problems:
             problems += [f"{args.file}: {p}" for p in _checks(data)]
+    except SchemaUnavailableError as exc:
+        return _fail(f"{args.file}: {exc}")
     except EdgeError as exc:
         return _fail(f"{args.file}: {exc}", EXIT_FAILED)
     if args.json:

@@ -20,6 +20,7 @@ from edge.config.explain import relation_issue
 from edge.config.load import read_config_text
 from edge.config.models import RelationError
 from edge.errors import ConfigError, ConfigIssue
+from edge.gs1.checks import gs1_check_digit
 from edge.markets.models import ID_PATTERN, EpcisSpec
 
 __all__ = [
@@ -113,14 +114,27 @@ class PartnerProfile(EpcisSpec):
     {partner} {seq} (the document's number in the batch, from 1; like {seq:04d}) and {ext} (jsonld or xml)."""
     rejects: Literal["decommission", "omit"] = "decommission"
     """decommission: rejected units are reported (commissioned, then decommissioned); omit: left out."""
+    receiver_gln: str | None = Field(None, pattern=r"^[0-9]{13}$")
+    """GLN of the partner receiving the documents, named in the SBDH (required with sbdh: true); quote it."""
 
     @field_validator("file_name")
     @classmethod
     def _file_name(cls, template: str) -> str:
         return _file_name_template(template)
 
+    @field_validator("receiver_gln")
+    @classmethod
+    def _gln(cls, gln: str | None) -> str | None:
+        if gln is not None and gs1_check_digit(gln[:12]) != int(gln[12]):
+            raise ValueError(f'"{gln}" has a wrong check digit {gln[12]}: the GS1 check digit of {gln[:12]} is '
+                             f"{gs1_check_digit(gln[:12])}")
+        return gln
+
     @model_validator(mode="after")
     def _header_needs(self) -> Self:
+        if self.sbdh and self.syntax == "xml" and self.receiver_gln is None:
+            raise RelationError("a Standard Business Document Header names the receiver: set receiver_gln",
+                                at=("sbdh",))
         if self.version == "1.2" and self.master_data and not self.sbdh:
             # The 1.2 XSD makes the SBDH the first, required element of EPCISHeader.
             message = "EPCIS 1.2 carries master data in a header that must start with an SBDH: set sbdh: true"

@@ -168,6 +168,7 @@ def render(
     header = DocumentHeader(
         creation_date=datetime.fromisoformat(msg.created_at),
         sender_gln=context.get("site_gln"),
+        receiver_gln=profile.receiver_gln,
         instance_id=f"{context.get('line', 'line')}.{msg.target}.{msg.batch_id}.{msg.seq}",
         master_data=master_data(conn, msg.batch_id) if profile.master_data else (),
     )

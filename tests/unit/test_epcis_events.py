@@ -12,7 +12,7 @@ from edge.aggregation import ops
 from edge.epcis.checks import Checker, check_events
 from edge.epcis.events import EpcisError, EventContext, batch_events, outbox_range
 from edge.epcis.model import EpcisEvent
-from edge.errors import ReconciliationError
+from edge.errors import BatchError, ReconciliationError
 from edge.serials import ops as serial_ops
 from edge.serials.ops import Move
 from edge.serials.states import BatchState, SerialState
@@ -291,3 +291,29 @@ def test_a_refusal_names_event_code_and_reason():
     (refusal,) = check_events([pack(CASE, UNIT)], now=CHECK_NOW)
     assert str(refusal) == (f"event 0 (NOTCOMMISSIONED): {UNIT} was never commissioned and cannot be packed into "
                             f"{CASE}")
+
+
+def test_in_doubt_serials_decommissioned_by_an_operator_are_reported_and_the_batch_closes(db):
+    new = serial_ops.NewBatch(line_id="line-1", work_order="WO-D", product_id="p", gtin="04012345000016", lot="L1",
+                              expiry="281031", quantity=3, market="eu-fmd", serial_source="local",
+                              product={"id": "p", "company_prefix_length": 7, "hierarchy": []}, order={})
+    batch_id = change(db, serial_ops.create_batch, new, now=NOW, operator="mes")
+    change(db, serial_ops.release_batch, batch_id, serial_ops.AllocationPlan(3, serial_ops.Origin.SEQUENTIAL,
+                                                                              sequential_width=12),
+           now=NOW, operator="sv")
+    change(db, serial_ops.move_batch, batch_id, BatchState.RUNNING, now=NOW, operator="op", reason="start")
+    ids = [row[0] for row in change(db, serial_ops.next_to_print, batch_id, 3, device="printer-1", now=NOW)]
+    change(db, serial_ops.apply_moves, [Move(ids, S.PRINTED, "printed"), Move(ids[:2], S.COMMISSIONED, "ok")], NOW)
+    with pytest.raises(BatchError, match="is running"):
+        change(db, serial_ops.decommission_in_doubt, batch_id, now=NOW, operator="op", reason="set aside")
+    assert change(db, serial_ops.complete_batch, batch_id, now=NOW, operator="op") == 1  # the unjudged one
+    with pytest.raises(ReconciliationError, match="in doubt"):
+        change(db, serial_ops.close_batch, batch_id, now=NOW, operator="op", return_to_pool=False)
+    with pytest.raises(BatchError, match="an operator and a reason"):
+        change(db, serial_ops.decommission_in_doubt, batch_id, now=NOW, operator="op", reason=" ")
+    assert change(db, serial_ops.decommission_in_doubt, batch_id, now=NOW, operator="op", reason="set aside") == 1
+    change(db, serial_ops.close_batch, batch_id, now=NOW, operator="op", return_to_pool=False)
+    events = list(batch_events(db, batch_id, CTX))
+    assert shape(events) == [("ObjectEvent", "ADD", "commissioning", "active"),
+                             ("ObjectEvent", "DELETE", "decommissioning", "inactive")]
+    assert events[1].epc_list == (sgtin(db, ids[2]),)
