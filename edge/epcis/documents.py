@@ -118,8 +118,10 @@ class Rendering:
         if self.profile.sbdh:
             for name in ("sender_gln", "receiver_gln", "instance_id"):
                 if not getattr(header, name):
+                    hint = {"receiver_gln": ": set receiver_gln in the partner profile",
+                            "sender_gln": ": set line.site_gln in the line configuration"}.get(name, "")
                     raise DocumentError(f'partner profile "{self.profile.id}" wants a Standard Business Document'
-                                        f" Header: the document header has no {name}")  # fmt: skip
+                                        f" Header: the document header has no {name}{hint}")  # fmt: skip
             for name in ("sender_gln", "receiver_gln"):
                 gln = getattr(header, name)
                 if not _GLN.fullmatch(gln) or gs1_check_digit(gln[:12]) != int(gln[12]):

@@ -132,9 +132,6 @@ class PartnerProfile(EpcisSpec):
 
     @model_validator(mode="after")
     def _header_needs(self) -> Self:
-        if self.sbdh and self.syntax == "xml" and self.receiver_gln is None:
-            raise RelationError("a Standard Business Document Header names the receiver: set receiver_gln",
-                                at=("sbdh",))
         if self.version == "1.2" and self.master_data and not self.sbdh:
             # The 1.2 XSD makes the SBDH the first, required element of EPCISHeader.
             message = "EPCIS 1.2 carries master data in a header that must start with an SBDH: set sbdh: true"
