@@ -1,0 +1,1 @@
+"""Operator control: PackML, users and roles, electronic signatures and the audit trail."""
