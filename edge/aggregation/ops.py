@@ -123,6 +123,8 @@ class _Recipe:
     extension_digit: int
     capacity: dict[str, int]
     child_level: dict[str, str]
+    mixed: frozenset[str] = frozenset()
+    """Levels the recipe lets hold children of other batches."""
 
     def describe(self) -> str:
         chain = " → ".join(["unit", *self.capacity])
@@ -291,8 +293,9 @@ def pack(
         raise AggregationError(
             f"cannot pack units into {box.name}: a {box.level} holds {child_level}s ({recipe.describe()})"
         )
-    problems = [*_unit_problems(conn, serial_ids, box, allow_mixed_batches),
-                *_child_problems(conn, containers, box, child_level, allow_mixed_batches)]
+    mixed = allow_mixed_batches or box.level in recipe.mixed
+    problems = [*_unit_problems(conn, serial_ids, box, mixed),
+                *_child_problems(conn, containers, box, child_level, mixed)]
     if problems:
         raise AggregationError(f"cannot pack into {box.name}: {_join(problems)}; nothing was packed")
     adding = len(serial_ids) + len(containers)
@@ -779,6 +782,7 @@ def _recipe(conn: sqlite3.Connection, batch_id: int) -> _Recipe:
     product = json.loads(conn.execute("SELECT product_json FROM batch WHERE id = ?", (batch_id,)).fetchone()[0])
     capacity: dict[str, int] = {}
     child_level: dict[str, str] = {}
+    mixed: set[str] = set()
     below = "unit"
     for entry in product.get("hierarchy", ()):
         level = str(entry["level"])
@@ -786,6 +790,8 @@ def _recipe(conn: sqlite3.Connection, batch_id: int) -> _Recipe:
             raise AggregationError(f"{batch.name}: product {batch.product_id} names an unknown level {level!r}")
         capacity[level] = int(entry["contains"])
         child_level[level] = below
+        if entry.get("mixed_batches"):
+            mixed.add(level)
         below = level
     prefix_length = int(product["company_prefix_length"])
     return _Recipe(
@@ -794,6 +800,7 @@ def _recipe(conn: sqlite3.Connection, batch_id: int) -> _Recipe:
         extension_digit=int(product.get("sscc_extension_digit", 0)),
         capacity=capacity,
         child_level=child_level,
+        mixed=frozenset(mixed),
     )
 
 

@@ -41,6 +41,9 @@ class HierarchyLevel(Section):
     contains: int = Field(strict=True, ge=1)
     """Children of the level below per parent: units per bundle (or per case without bundles), bundles or units
     per case, cases per pallet."""
+    mixed_batches: bool = False
+    """Whether one container of this level may hold children of other batches of the product (a pallet made up
+    of two lots, say). Off, a container holds only its own batch's children."""
 
 
 class ProductSerials(SerialSpec):

@@ -308,6 +308,24 @@ def test_batches_are_not_mixed_unless_allowed(db):
     assert serial_ops.counts(db, batch)["destroyed"] == serial_ops.counts(db, other)["destroyed"] == 1
 
 
+def test_a_recipe_that_allows_mixed_pallets_takes_cases_of_another_batch(db):
+    mixed = {**SIMPLE, "id": "agg-mixed", "hierarchy": [{"level": "case", "contains": 4},
+                                                         {"level": "pallet", "contains": 2, "mixed_batches": True}]}
+    batch, ids = running_batch(db, product=mixed, units=4)
+    other, other_ids = running_batch(db, "WO-2", line="line-2", units=5, product=mixed)
+    cases = []
+    for batch_id, units in ((batch, ids), (other, other_ids[:4])):
+        case = opened(db, batch_id, "case")
+        do(db, ops.pack, case, serial_ids=units)
+        do(db, ops.close_container, case)
+        cases.append(case)
+    pallet = opened(db, batch, "pallet")
+    do(db, ops.pack, pallet, containers=cases)  # the pallet level allows it
+    case = opened(db, batch, "case")
+    with pytest.raises(AggregationError, match="batches are not mixed"):  # the case level does not
+        do(db, ops.pack, case, serial_ids=[other_ids[4]])
+
+
 # -- closing --------------------------------------------------------------------------------------
 
 
