@@ -14,6 +14,7 @@ import structlog
 
 from edge import __version__, batch_cli
 from edge.aggregation import cli as aggregation_cli
+from edge.control import cli as control_cli
 from edge.epcis import cli as epcis_cli
 from edge.errors import ConfigError, EdgeError
 from edge.vision import cli as vision_cli
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     aggregation_cli.add_parser(sub)
     epcis_cli.add_parser(sub)
     vision_cli.add_parser(sub)
+    control_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
     bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation"],
