@@ -98,18 +98,22 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     control_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation"],
+    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation", "epcis"],
                        help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s; "
                             "print: serials/s with per-serial evidence through each printer driver and simulator; "
                             "decode: ms per 1280x1024 frame to find and decode a GS1 DataMatrix; "
-                            "aggregation: ms per 2448x2048 case-top frame to decode 24 and 100 codes")
+                            "aggregation: ms per 2448x2048 case-top frame to decode 24 and 100 codes; "
+                            "epcis: seconds and peak MB to export a batch with its cases and pallets as one EPCIS "
+                            "document")
     bench.add_argument("--transitions", type=_positive, default=300_000,
                        help="serial transitions per pass (store; default 300,000)")
     bench.add_argument("--serials", type=_positive, default=1_000_000,
                        help="serials in the big batch, allocated and closed in a child process (store)")
     bench.add_argument("--skip-million", action="store_true", help="skip the big batch (store)")
     bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
-    bench.add_argument("--units", type=_positive, default=1000, help="serials printed per driver (print)")
+    bench.add_argument("--units", type=_positive,
+                       help="serials printed per driver (print; default 1,000); units in the batch (epcis; default "
+                            "1,000,000)")
     bench.add_argument("--driver", action="append", help="only this printer driver, e.g. printer.zipher (print)")
     bench.add_argument("--frames", type=_positive, default=300, help="frames per set, clean and degraded (decode)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -196,7 +200,7 @@ def _cmd_config_schema(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one branch per benchmark
     if args.name == "decode":
         from edge.vision.bench import bench_decode  # noqa: PLC0415 - keeps `lineside --help` fast
 
@@ -223,7 +227,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_BAD_INPUT
         with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
-            result = asyncio.run(bench_print(Path(tmp), units=args.units, drivers=drivers))
+            result = asyncio.run(bench_print(Path(tmp), units=args.units or 1000, drivers=drivers))
+    elif args.name == "epcis":
+        from edge.epcis.bench import DEFAULT_UNITS, run  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        result = run(args.units or DEFAULT_UNITS)
     else:
         import tempfile  # noqa: PLC0415 - only this benchmark needs it
 
@@ -244,6 +252,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from edge.aggregation.bench import format_text  # noqa: PLC0415 - keeps `lineside --help` fast
 
         print(format_text(result))
+    elif args.name == "epcis":
+        from edge.epcis.bench import format_text as epcis_text  # noqa: PLC0415 - keeps `lineside --help` fast
+
+        print(epcis_text(result))
     else:
         head, base = result["headline"], result["baseline"]
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
