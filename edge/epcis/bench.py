@@ -548,15 +548,14 @@ def format_text(result: dict[str, Any]) -> str:
         (f"batch: {batch['units']:,} units ({batch['commissioned']:,} commissioned, {batch['rejected']:,} rejected), "
          f"{batch['cases']:,} cases, {batch['pallets']:,} pallets; {batch['expected_events']:,} events; "
          f"built in {batch['build_s']:.1f} s, database {batch['db_mb']:,.0f} MB"),
-        f"{'export':<44}{'units':>10}{'events':>11}{'seconds':>9}{'events/s':>10}{'MB':>8}{'peak MB':>9}",
+        f"{'export':<48}{'units':>10}{'events':>11}{'seconds':>9}{'events/s':>10}{'MB':>8}{'peak MB':>9}",
     ]
-    rows = [(f"streamed EPCIS 2.0 JSON-LD{' (headline)' if name == 'json_ld' else ''}"
-             if name == "json_ld" else "streamed EPCIS 1.2 XML", batch["units"], figures)
-            for name, figures in details["exports"].items()]
+    labels = {"json_ld": "streamed EPCIS 2.0 JSON-LD (headline)", "xml_1_2": "streamed EPCIS 1.2 XML"}
+    rows = [(labels[name], batch["units"], figures) for name, figures in details["exports"].items()]
     rows += [("streamed EPCIS 2.0 JSON-LD", like["units"], like["streamed_json_ld"]),
              ("baseline: whole document in memory, json.dumps", like["units"], like["whole_document_in_memory"])]
     for label, units, figures in rows:
-        lines.append(f"{label:<44}{units:>10,}{figures['events']:>11,}{figures['export_s']:>9.2f}"
+        lines.append(f"{label:<48}{units:>10,}{figures['events']:>11,}{figures['export_s']:>9.2f}"
                      f"{figures['events_per_s'] or 0:>10,}{figures['bytes'] / 1e6:>8.0f}{figures['peak_mb']:>9.0f}")
     extrapolated = like["baseline_extrapolated_to_units"]
     lines.append(f"baseline extrapolated to {extrapolated['units']:,} units: {extrapolated['export_s']:.0f} s, "
