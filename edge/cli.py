@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from edge import __version__, batch_cli
+from edge import __version__, batch_cli, validation
 from edge.aggregation import cli as aggregation_cli
 from edge.control import cli as control_cli
 from edge.epcis import cli as epcis_cli
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     batch_cli.add_parser(sub)
     aggregation_cli.add_parser(sub)
     epcis_cli.add_parser(sub)
+    validation.add_parser(sub)
     vision_cli.add_parser(sub)
     control_cli.add_parser(sub)
 
