@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from drivers.base import CodeRead, DeviceEvent, DeviceGarbage, DriverContext, EventSink
-from drivers.plc.base import LineIoStatus, ProductAt, RejectOutcome
+from drivers.plc.base import LineIo, LineIoStatus, ProductAt, RejectOutcome
 from drivers.printer.base import Printer, PrinterOptions, PrinterStatusChanged, PrintEvidence
 from edge import __version__
 from edge.aggregation.line import AggregationLine
 from edge.api import ApiServer, make_app
+from edge.control.audit import AuditTrail
+from edge.control.line import Audit, LineControl
 from edge.line.events import LineHoldRequest, LineResumable, LineStopRequest
 from edge.line.feeder import PrintFeeder
 from edge.line.inspection import Attached, InspectionService, RejectImages, describe
@@ -47,6 +49,8 @@ STATUS_INTERVAL_S = 5.0
 
 Service = Callable[[], Coroutine[Any, Any, None]]
 """A coroutine function the daemon runs in its root TaskGroup and cancels at shutdown (e.g. demo simulators)."""
+AuditFactory = Callable[[Store], Audit]
+"""Return the audit trail's record function over the open store (default: the store's own `AuditTrail`)."""
 
 
 class Daemon:
@@ -61,8 +65,10 @@ class Daemon:
         services: Sequence[Service] = (),
         sleep: Sleep = asyncio.sleep,
         catalog: Catalog | None = None,
+        audit: AuditFactory | None = None,
     ) -> None:
         self.config = config
+        self._audit = audit
         self._catalog = catalog
         self._config_sha256 = config_sha256
         self._notifier = notifier or Notifier()
@@ -87,8 +93,12 @@ class Daemon:
         """Judges the packs at the camera when the configuration has an inspection section."""
         self.deliveries: list[TargetDelivery] = []
         """Upstream delivery, one per configured target, while the daemon runs."""
+        self.control: LineControl | None = None
+        """The line's PackML unit while the daemon runs: commands, alarms, counters and live status."""
         self._attached: dict[str, Attached] = {}
-        self._plc_id = config.inspection.plc if config.inspection is not None else None
+        self._plc_id = config.inspection.plc if config.inspection is not None else _first_plc(config)
+        if self._plc_id is not None:
+            self._attached[self._plc_id] = Attached()  # the line control drives its run output
 
     @property
     def api_port(self) -> int | None:
@@ -145,8 +155,10 @@ class Daemon:
                 await self._recover(ledger, unclean=previous is not None)
                 if self.aggregation is not None:
                     await self.aggregation.recover()
-                work = [root.create_task(sup.run(), name=f"device:{sup.status.device_id}") for sup in self.supervisors]
-                work.append(root.create_task(self._consume_events(), name="device-events"))
+                control = self.control = self._line_control(batches, store)
+                work = [*(root.create_task(s.run(), name=f"device:{s.status.device_id}") for s in self.supervisors),
+                        root.create_task(control.run(), name="line-control"),
+                        root.create_task(self._consume_events(control), name="device-events")]
                 if self.inspection is not None:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend([*(root.create_task(service(), name="service") for service in self._services),
@@ -176,6 +188,34 @@ class Daemon:
                 self.aggregation.close()
         _LOG.info("line controller stopped", clean=clean)
         return 0 if clean else 1
+
+    def _line_control(self, batches: BatchService, store: Store) -> LineControl:
+        """Return the line's PackML unit over the batches, the printers' feeders, the camera and the PLC."""
+        cfg = self.config
+        needed = [*self.feeders]
+        if cfg.inspection is not None:
+            needed.append(cfg.inspection.camera)
+        if self._plc_id is not None:
+            needed.append(self._plc_id)
+        return LineControl(
+            cfg.control,
+            batches,
+            line_id=cfg.line.id,
+            supervisors=self.supervisors,
+            needed=list(dict.fromkeys(needed)),
+            feeders=self.feeders,
+            plc_id=self._plc_id,
+            plc=self._plc_driver,
+            inspection=self.inspection,
+            audit=(self._audit or _audit_trail)(store),
+            sleep=self._sleep,
+        )
+
+    def _plc_driver(self) -> LineIo | None:
+        """Return the line PLC's driver while its link is up."""
+        attached = self._attached.get(self._plc_id) if self._plc_id is not None else None
+        driver = None if attached is None else attached.driver
+        return driver if isinstance(driver, LineIo) else None
 
     def _low_water(self) -> LowWaterHook:
         """Return what runs when a serial pool runs low: the site's request command, or a log line."""
@@ -262,7 +302,7 @@ class Daemon:
         """Build the inspection service and the decoder it uses; the caller closes the decoder."""
         reading = Reading(cfg.decoder)
         camera = self._attached[cfg.camera] = Attached()
-        plc = self._attached[cfg.plc] = Attached()
+        plc = self._attached.setdefault(cfg.plc, Attached())
         self.inspection = InspectionService(
             ledger,
             dict(catalog.markets),
@@ -318,9 +358,11 @@ class Daemon:
             session=session,
         )
 
-    async def _consume_events(self) -> None:
+    async def _consume_events(self, control: LineControl) -> None:
         while True:
             event = await self._events.get()
+            if isinstance(event, (LineHoldRequest, LineStopRequest, LineResumable, LineIoStatus, ProductAt)):
+                await control.on_event(event)  # never waits: the control's own task acts on it
             log = device_logger(event.device_id)
             if isinstance(event, CodeRead):
                 log.info("code read", data=printable(event.data))
@@ -377,12 +419,27 @@ class Daemon:
         }
         inspection = None if self.inspection is None else describe(self.inspection.counts)
         aggregation = None if self.aggregation is None else self.aggregation.describe()
+        control = None if self.control is None else self.control.status()
         return {"devices": devices, "printers": printers, "inspection": inspection, "aggregation": aggregation,
-                "in_doubt_at_start": self.in_doubt_at_start}
+                "in_doubt_at_start": self.in_doubt_at_start, "control": control}
 
     def _status_line(self) -> str:
         online = sum(1 for s in self.supervisors if s.status.state is LinkState.ONLINE)
-        return f"line {self.config.line.id}: {online}/{len(self.supervisors)} devices online"
+        line = f"line {self.config.line.id}: {online}/{len(self.supervisors)} devices online"
+        return line if self.control is None else f"{line}; {self.control.state.title}"
+
+
+def _audit_trail(store: Store) -> Audit:
+    """Return the record function of the store's audit trail."""
+    return AuditTrail(store).record
+
+
+def _first_plc(config: LineConfig) -> str | None:
+    """Return the id of the first enabled PLC device (the line's, when no inspection section names one)."""
+    for dev in config.devices:
+        if dev.enabled and driver_class(dev.driver).role == "plc":
+            return dev.id
+    return None
 
 
 def _fan_out(*sinks: EventSink) -> EventSink:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edge.config import StorageConfig, load_config
+from edge.control.packml import Command, State
+from edge.control.permissions import Actor, Role
 from edge.daemon import Daemon, printable
 from edge.errors import ConfigError, EdgeError
 from edge.gs1.element import parse
@@ -31,7 +33,9 @@ from simulators.scanner_wedge import WedgeScannerSim
 if TYPE_CHECKING:
     from edge.aggregation.ops import ContainerRow
     from edge.config import LineConfig
+    from edge.control.line import LineControl
     from edge.serials.batches import BatchService
+    from edge.serials.ops import BatchRow
     from simulators.base import Simulator
 
 _LOG = structlog.get_logger("lineside.demo")
@@ -60,6 +64,12 @@ END_OF_BATCH_WAIT_S = 30.0
 # How long the closed batch may take to reach the simulated upstream before the demo reports a failure: the
 # delivery polls every 2 s, is woken at close, and a document of a few hundred events validates in well under 1 s.
 DELIVERY_WAIT_S = 60.0
+DEMO_ACTOR = Actor("demo", Role.SUPERVISOR)
+"""The demo runs the line as its shift supervisor does: reset, start, complete."""
+
+
+class LineLeftExecuteError(EdgeError):
+    """The line stopped producing before the demo's packs were through (an alarm or a hold)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,16 +149,20 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
             # Every device online (the simulated camera has no link to wait on) before packs arrive.
             while any(s.status.state is not LinkState.ONLINE for s in daemon.supervisors):  # noqa: ASYNC110
                 await asyncio.sleep(PROGRESS_POLL_S / 50)
-        batches = daemon.batches
-        if batches is None or printer is None:
+        batches, control = daemon.batches, daemon.control
+        if batches is None or control is None or printer is None:
             _LOG.warning("nothing to print: the demo line has no printer")
             return
+        # The feeder keeps the printer's buffer filled ahead of the packs: a batch of exactly `units` would run
+        # dry (and hold the line) before the last pack came. What the buffer holds at the end is decommissioned,
+        # the serials never sent are returned.
         order = DEMO_ORDER.format(work_order=f"DEMO-{secrets.token_hex(3).upper()}", line=config.line.id,
-                                  quantity=run.units)
+                                  quantity=run.units + printer.engine.depth)
         batch = await batches.import_work_order(order, "demo work order", operator="demo")
         await batches.release(batch.id, operator="demo")
-        await batches.start(batch.id, operator="demo")
-        _LOG.info("batch running", batch=batch.id, work_order=batch.work_order, units=run.units, ppm=run.ppm)
+        if not await _start(control, batch):
+            daemon.request_shutdown()
+            return
         reads: asyncio.Queue[bytes] = asyncio.Queue(maxsize=SCAN_QUEUE)
         # The hand scanner at the packing station reads back what the printer printed.
         printer.engine.on_print.append(lambda printed: _offer(reads, printed.fields[0][1].encode("latin-1")))
@@ -157,7 +171,11 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
             belt = tasks.create_task(line.world.run(run.ppm), name="demo belt")
             scanning = tasks.create_task(_scan(reads, scanners), name="demo scanner")
             labelling = tasks.create_task(line.run_packaging(), name="demo labellers")
-            await _run_out(line, run.units)
+            if not await _run_out(line, run.units, control):
+                daemon.request_shutdown()
+                for task in (belt, scanning, labelling):
+                    task.cancel()
+                return
             belt.cancel()
             scanning.cancel()
             await _settled(line, daemon)
@@ -175,7 +193,8 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
         daemon.request_shutdown()
 
     daemon = Daemon(config, config_sha256=config_sha256, services=[production, stop_after])
-    _LOG.info("demo starting", devices=len(config.devices), state_dir=str(config.storage.state_dir))
+    _LOG.info("demo starting", devices=len(config.devices), state_dir=str(config.storage.state_dir), units=run.units,
+              ppm=run.ppm)
     code = await daemon.run()
     if not outcome:
         return code or 1
@@ -250,7 +269,11 @@ async def _end_of_batch(daemon: Daemon, batch_id: int) -> None:
 async def _close_and_deliver(batches: BatchService, batch_id: int, daemon: Daemon, upstream: EpcisUpstream | None,
                              problems: list[str]) -> dict[str, Any]:
     """Complete, reconcile and close the batch as an operator does, then wait for its EPCIS to arrive upstream."""
-    report = await batches.complete(batch_id, operator="demo")
+    control = daemon.control
+    if control is not None and await control.command(Command.COMPLETE, DEMO_ACTOR,
+                                                     reason="the demo's packs are through") is not State.COMPLETE:
+        problems.append(f"the line did not complete: {control.status()['reason']}")
+    report = await batches.status(batch_id)
     doubt = report["counts"]["in_doubt"]
     if doubt:
         # The infeed stopped, so what the printer still held was never on a pack; the feeder cleared it.
@@ -293,27 +316,52 @@ async def _delivered(daemon: Daemon, batch_id: int, problems: list[str]) -> list
     return rows
 
 
-async def _run_out(line: SimulatedLine, units: int) -> None:
-    """Let units packs onto the belt, stop the infeed, and stop the belt once it is empty."""
-    await _until_entered(line, units)
-    line.world.infeed = False
-    await _until_off_the_belt(line, units)
-    line.world.running = False
+async def _start(control: LineControl, batch: BatchRow) -> bool:
+    """Reset the line and start it on the batch; False (logged) when it did not get to Execute."""
+    await control.command(Command.RESET, DEMO_ACTOR, reason="demo")
+    if await control.command(Command.START, DEMO_ACTOR, reason="demo", batch=batch.id) is State.EXECUTE:
+        _LOG.info("batch running", batch=batch.id, work_order=batch.work_order)
+        return True
+    _LOG.error("the line did not start", reason=control.status()["reason"])
+    return False
 
 
-async def _until_entered(line: SimulatedLine, units: int) -> None:
+async def _run_out(line: SimulatedLine, units: int, control: LineControl) -> bool:
+    """Let units packs onto the belt, stop the infeed, and wait until it is empty; False (logged) if not.
+
+    The line leaving Execute before (an alarm stopped it, a station held it) leaves its belt standing for good.
+    """
+    try:
+        await _until_entered(line, units, control)
+        line.world.infeed = False
+        await _until_off_the_belt(line, units, control)
+    except LineLeftExecuteError as err:
+        _LOG.error("the line stopped before the demo was through", reason=str(err))
+        return False
+    return True
+
+
+def _executing(control: LineControl) -> None:
+    """Raise LineLeftExecuteError unless the line executes: its belt would stand still for good."""
+    if control.state is not State.EXECUTE:
+        raise LineLeftExecuteError(f"{control.state.title}: {control.status()['reason']}")
+
+
+async def _until_entered(line: SimulatedLine, units: int, control: LineControl) -> None:
     """Return once units packs came onto the belt."""
     world = line.world
     while world.entered < units:
+        _executing(control)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PROGRESS_POLL_S):
                 await world.wait_changed()
 
 
-async def _until_off_the_belt(line: SimulatedLine, units: int) -> None:
+async def _until_off_the_belt(line: SimulatedLine, units: int, control: LineControl) -> None:
     """Return once units packs left the belt (to the case packer or the reject bin) and it is empty."""
     world = line.world
     while len(world.shipped) + len(world.reject_bin) < units or world.products:
+        _executing(control)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PROGRESS_POLL_S):
                 await world.wait_changed()

@@ -352,6 +352,23 @@ class RejectImagesConfig(Section):
     """Disk the kept frames may use, in MB; the oldest go first. 0 keeps none."""
 
 
+class ControlConfig(Section):
+    """How the line's PackML unit answers the stations, and what it needs before it runs."""
+
+    on_hold_request: Literal["hold", "stop"] = "hold"
+    """What a station asking to hold (printer fault or link lost, no serials left) does to a producing line: hold
+    it (the operator unholds once the cause is gone) or stop it (Reset and Start to go on)."""
+    on_stop_request: Literal["stop", "abort"] = "stop"
+    """What an alarm (unconfirmed reject, tracking broken, too many rejects in a row, the PLC stopping the belt)
+    does: stop the line (batch paused, Reset to go on) or abort it (run output off at once, Clear and Reset)."""
+    require_devices: bool = Field(True, strict=True)
+    """Start and Unhold only with every device the line needs online: the printers marking units, the inspection
+    camera and the PLC. False lets the line run without them (commissioning, dry runs)."""
+    start_timeout_s: Seconds = 30.0
+    """Seconds Start and Unhold wait for the printers to be loaded and the PLC to report the belt running; then
+    the line stops (Start) or goes back to Held (Unhold), naming the device that was not ready."""
+
+
 class InspectionConfig(Section):
     """Which camera judges the packs and which PLC carries the verdicts to the reject station."""
 
@@ -612,6 +629,8 @@ class LineConfig(Section):
     """Where the products and market rule packs are."""
     serial_pool: SerialPoolConfig = Field(default_factory=SerialPoolConfig)
     """What to do when a pool of serials from upstream runs low."""
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    """How the line's PackML state machine answers hold and stop requests, and what it needs to start."""
     inspection: InspectionConfig | None = None
     """The camera, the PLC and the rules of inspection and rejection; without it no pack is judged."""
     aggregation: AggregationConfig | None = None
