@@ -227,7 +227,8 @@ class PrintFeeder:
             return
         if await self._load(printer, plan, room):
             await self._resume()
-        else:
+        elif not self._outstanding:
+            # Only once the printer has printed what it holds: until then the line still has packs to mark.
             await self._hold(f"{batch.name} has no serials left to print on {self.device_id}")
 
     async def _flush(self, reason: str, printer: Printer) -> None:
