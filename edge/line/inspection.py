@@ -33,11 +33,13 @@ from edge.line.events import LineStopRequest
 from edge.line.records import BatchDocuments, order_of, plan_for
 from edge.line.tracking import Alarm, AlarmKind, Tracker
 from edge.line.verdict import Expectation, Read, RejectReason, SerialRow, Verdict, judge, serial_of
+from edge.metrics import VERDICT_LATENCY_BUCKETS_S, Histogram
 from edge.products.models import Product
 from edge.serials.states import BatchState, SerialState
 
 if TYPE_CHECKING:
     import sqlite3
+    from datetime import datetime
     from pathlib import Path
 
     import numpy as np
@@ -153,6 +155,8 @@ class InspectionService:
         self.tracker = Tracker(consecutive_reject_limit=consecutive_reject_limit)
         self.verdicts: dict[int, Verdict] = {}
         """The last verdicts by product sequence number (bounded), for the HMI, the demo and tests."""
+        self.latency = Histogram(VERDICT_LATENCY_BUCKETS_S)
+        """Seconds from each frame to its verdict (for a good pack: committed and sent to the PLC), for the metrics."""
         self._ledger = ledger
         self._markets = markets
         self._camera_id = camera_id
@@ -204,7 +208,12 @@ class InspectionService:
     # -- judging --------------------------------------------------------------------------------
 
     async def _judge(self, product: int) -> None:
-        verdict, image = await self._verdict(product)
+        verdict, image, taken = await self._verdict(product)
+        await self._act_on(product, verdict, image)
+        if taken is not None:
+            self.latency.observe(max(0.0, (self._clock() - taken).total_seconds()))
+
+    async def _act_on(self, product: int, verdict: Verdict, image: npt.NDArray[np.uint8] | None) -> None:
         self.counts.inspected += 1
         record = self.tracker.judged(product, verdict)
         self._remember(product, verdict)
@@ -245,23 +254,24 @@ class InspectionService:
         if image is not None and self._images is not None:
             await asyncio.to_thread(self._images.save, product, reason.value, image)
 
-    async def _verdict(self, product: int) -> tuple[Verdict, npt.NDArray[np.uint8] | None]:
+    async def _verdict(self, product: int) -> tuple[Verdict, npt.NDArray[np.uint8] | None, datetime | None]:
+        """Judge the pack; return the verdict, its frame and when the frame was taken (None without one)."""
         expectation = await self._expected()
         if expectation is None:
-            return Verdict(RejectReason.NOT_PRINTED, "no batch is running"), None
+            return Verdict(RejectReason.NOT_PRINTED, "no batch is running"), None, None
         camera = self._camera.driver
         if not isinstance(camera, ImageSource):
-            return Verdict(RejectReason.NO_READ, f"camera {self._camera_id} is offline"), None
+            return Verdict(RejectReason.NO_READ, f"camera {self._camera_id} is offline"), None, None
         try:
             async with asyncio.timeout(CAPTURE_TIMEOUT_S):
                 frame = await camera.capture(product)
         except (DeviceError, TimeoutError) as err:
             why = str(err) or "timed out"
-            return Verdict(RejectReason.NO_READ, f"camera {self._camera_id} gave no frame: {why}"), None
+            return Verdict(RejectReason.NO_READ, f"camera {self._camera_id} gave no frame: {why}"), None, None
         reads = await self._inspect(frame.image)
         serials = [s for s in (serial_of(r) for r in reads) if s is not None]
         rows = await self._ledger.store.read(_SerialRows(expectation.batch_id, tuple(serials)))
-        return judge(reads, expectation, rows), frame.image
+        return judge(reads, expectation, rows), frame.image, frame.at
 
     async def _expected(self) -> Expectation | None:
         batch = await self._ledger.active_batch()
