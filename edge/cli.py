@@ -17,6 +17,7 @@ from edge.aggregation import cli as aggregation_cli
 from edge.control import cli as control_cli
 from edge.epcis import cli as epcis_cli
 from edge.errors import ConfigError, EdgeError
+from edge.opcua import cli as opcua_cli
 from edge.vision import cli as vision_cli
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     validation.add_parser(sub)
     vision_cli.add_parser(sub)
     control_cli.add_parser(sub)
+    opcua_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
     bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation", "epcis"],

@@ -311,6 +311,39 @@ class HmiConfig(Section):
     """TCP port of the web HMI; 0 picks a free one."""
 
 
+class OpcUaConfig(Section):
+    """The OPC UA server: the line as a PackML object (OPC 30050) for SCADA and MES, encrypted, users logged in."""
+
+    enabled: bool = Field(False, strict=True)
+    """Serve OPC UA. Needs the server certificate made once at installation: lineside opcua cert -c FILE."""
+    host: Host = "127.0.0.1"
+    """Address to listen on. Loopback by default, like the API: a SCADA on another machine needs the cell network
+    address here (or 0.0.0.0), a step taken on purpose, with the cell firewall in mind."""
+    port: Port = 4840
+    """TCP port; 4840 is OPC UA's registered port. 0 picks a free one."""
+    certificate: Path | None = None
+    """The server's certificate (DER); relative paths start at the config file's directory.
+    Default: opcua/server-cert.der in the state directory, where lineside opcua cert writes it."""
+    private_key: Path | None = None
+    """The certificate's private key (PEM, unencrypted, readable by the service user only).
+    Default: opcua/server-key.pem in the state directory."""
+    trusted_clients: Path | None = None
+    """Directory of trusted client certificates (DER or PEM), or of the CAs that sign them; read at each connection.
+    Default: opcua/trusted in the state directory. A refused client's certificate is kept in opcua/rejected there:
+    move it here (or run lineside opcua trust FILE) to trust that client."""
+    trust_any_client: bool = Field(False, strict=True)
+    """Accept any client certificate (the channel is still encrypted and users still log in): for commissioning,
+    or a cell where the SCADA's certificate changes with every reinstall."""
+    max_sessions: int = Field(8, strict=True, ge=1, le=64)
+    """Client connections at once; more are refused. A few SCADA and MES clients need a handful; the limit keeps a
+    client that leaks connections from taking the line PC's memory."""
+
+    @field_validator("certificate", "private_key", "trusted_clients")
+    @classmethod
+    def _anchor(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _anchored(path, info)
+
+
 class LoggingConfig(Section):
     """What is logged, in which format, and which values are masked."""
 
@@ -621,6 +654,8 @@ class LineConfig(Section):
     """The local HTTP API."""
     hmi: HmiConfig = Field(default_factory=HmiConfig)
     """The local web HMI."""
+    opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
+    """The OPC UA server (PackML per OPC 30050); off unless enabled."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     """What is logged, in which format, and which values are masked."""
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
