@@ -1,8 +1,12 @@
 """`lineside batch ...`: work orders, the batch life cycle and the serial pool from the command line.
 
-Offline it opens the state directory itself (taking its lock) and does the one command; while the daemon
-holds that lock it goes through the daemon's HTTP API instead (found from -c FILE, or given as --api URL).
-Only light modules are imported here at load time, so `lineside --help` stays fast.
+Offline it opens the state directory itself (taking its lock) and does the one command, recorded under the
+operating-system user (or --operator). While the daemon holds that lock it goes through the daemon's HTTP API
+instead (found from -c FILE, or given as --api URL), which needs a login: ``--user NAME`` logs in for the command
+(password asked on the terminal, or read from standard input, one line), else the session `lineside ctl login`
+kept is used. The change is then recorded under that user, and a signed action (release, close, decommission-in-
+doubt) is signed with the same password. Only light modules are imported here at load time, so `lineside --help`
+stays fast.
 """
 
 # ruff: noqa: T201 - a command line prints its results
@@ -57,7 +61,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     where.add_argument("--markets", type=Path, metavar="DIR",
                        help="directory of market rule packs (default: the packs shipped with Lineside, or -c's)")
     where.add_argument("--api", metavar="URL", help="talk to a running daemon's API, like http://127.0.0.1:8470")
-    common.add_argument("--operator", metavar="NAME", help="who does this, recorded with the change (default: $USER)")
+    common.add_argument("--operator", metavar="NAME",
+                        help="offline: who does this, recorded with the change (default: $USER); through the API the "
+                             "logged-in user is recorded")
+    common.add_argument("--user", metavar="NAME",
+                        help="through the daemon's API: log in as NAME for this command (default: the session of "
+                             "`lineside ctl login`)")
     common.add_argument("--json", action="store_true", help="print JSON")
 
     batch = sub.add_parser("batch", help="work orders, batch life cycle and the serial pool")
@@ -92,6 +101,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     imports.add_argument("--product", required=True, metavar="ID", help="the product the serials are for")
     imports.add_argument("--kind", choices=KINDS, default="auto", help="file format (default: by suffix, else content)")
     batch.set_defaults(handler=main)
+    # `lineside ctl` is registered beside `lineside batch`: both talk to the running daemon's API.
+    from edge import ctl  # noqa: PLC0415 - only argparse at load time
+
+    ctl.add_parser(sub)
 
 
 class _FailedError(Exception):
@@ -346,10 +359,19 @@ async def _local(args: argparse.Namespace, store: Store, line: str, catalog: Cat
 
 
 async def _remote(args: argparse.Namespace, url: str) -> int:
-    from edge.api.client import ApiClient  # noqa: PLC0415 - keeps `lineside --help` fast
+    from edge.api.client import (  # noqa: PLC0415 - keeps `lineside --help` fast
+        ApiClient,
+        ApiLoginError,
+        ApiUnreachableError,
+    )
 
-    async with ApiClient(url) as client:
-        return await _dispatch(args, _Remote(client))
+    # Through the API the logged-in user is recorded: send an operator only when one was named on purpose.
+    args.operator = args.operator or None
+    try:
+        async with ApiClient(url, user=args.user) as client:
+            return await _dispatch(args, _Remote(client))
+    except (ApiLoginError, ApiUnreachableError) as err:
+        raise _FailedError(EXIT_BAD_INPUT, str(err)) from err
 
 
 async def _dispatch(args: argparse.Namespace, backend: _Backend) -> int:
@@ -375,7 +397,8 @@ async def _dispatch(args: argparse.Namespace, backend: _Backend) -> int:
 
 
 async def _command(args: argparse.Namespace, backend: _Backend) -> None:
-    command, operator = args.batch_command, _operator(args)
+    command = args.batch_command
+    operator = _operator(args) if isinstance(backend, _Local) else args.operator
     if command == "create":
         text, source = _read_work_order(args.file)
         _emit(args, await backend.create(text, source, operator), _print_created)

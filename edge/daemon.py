@@ -16,8 +16,11 @@ from drivers.printer.base import Printer, PrinterOptions, PrinterStatusChanged, 
 from edge import __version__
 from edge.aggregation.line import AggregationLine
 from edge.api import ApiServer, make_app
+from edge.api.auth import Auth
+from edge.control.accounts import Accounts, Sessions
 from edge.control.audit import AuditTrail
 from edge.control.line import Audit, LineControl
+from edge.control.signatures import Signatures
 from edge.line.events import LineHoldRequest, LineResumable, LineStopRequest
 from edge.line.feeder import PrintFeeder
 from edge.line.inspection import Attached, InspectionService, RejectImages, describe
@@ -105,6 +108,11 @@ class Daemon:
         """The port the HTTP API listens on (config api.port 0 picks a free one); None while it does not listen."""
         return None if self._api is None else self._api.port
 
+    @property
+    def hmi_port(self) -> int | None:
+        """The port the web HMI (/hmi/) is served on (config hmi.port); None while it is not."""
+        return None if self._api is None else self._api.hmi_port
+
     def request_shutdown(self) -> None:
         """Begin an orderly shutdown (safe to call from a signal handler, repeatedly)."""
         if not self._shutdown.is_set():
@@ -163,7 +171,8 @@ class Daemon:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend([*(root.create_task(service(), name="service") for service in self._services),
                              *(root.create_task(d.run(), name=f"upstream:{d.target.id}") for d in self.deliveries)])
-                api = self._api = ApiServer(self._app(batches), cfg.api.host, cfg.api.port, sleep=self._sleep)
+                api = self._api = ApiServer(self._app(batches, store), cfg.api.host, cfg.api.port,
+                                            hmi=(cfg.hmi.host, cfg.hmi.port), sleep=self._sleep)
                 work.append(root.create_task(api.run(), name="http-api"))
                 await api.attempted.wait()  # listening (or retrying, logged) before the line reports ready
                 heartbeat = root.create_task(self._heartbeat(store), name="sd-heartbeat")
@@ -248,11 +257,17 @@ class Daemon:
 
         return await asyncio.to_thread(build)
 
-    def _app(self, batches: BatchService) -> web.Application:
-        """Return the HTTP API over the batches, the line's status and its aggregation stations."""
+    def _app(self, batches: BatchService, store: Store) -> web.Application:
+        """Return the HTTP API and web HMI over the batches, the line control, its status and its stations."""
         agg = self.aggregation
+        audit = AuditTrail(store)
+        sessions = Sessions()  # in memory: a restart logs everybody out
+        accounts = Accounts(store, audit=audit, sessions=sessions)
+        auth = Auth(accounts=accounts, sessions=sessions, signatures=Signatures(store, accounts, audit), audit=audit)
+        rejects = self.config.storage.state_dir / "rejects" if self.inspection is not None else None
         common: dict[str, Any] = {"line_status": self.line_status, "store": lambda: self.store,
-                                  "wake_delivery": self._wake_target}
+                                  "wake_delivery": self._wake_target, "auth": auth, "control": lambda: self.control,
+                                  "rejects": rejects}
         if agg is None:
             return make_app(batches, **common)
         return make_app(batches, aggregation=agg.aggregation, close_short=agg.close_short,

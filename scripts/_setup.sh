@@ -57,6 +57,19 @@ ensure_venv() {
 # The shared library pylibdmtx loads at run time.
 SYSTEM_PACKAGES=(libdmtx0b)
 
+# ensure_chromium: Debian's chromium at /usr/bin/chromium, which the web HMI's browser tests drive through
+# Playwright (Playwright's own browser download cannot work on these machines). Installed as root; otherwise the
+# apt-get line is printed and the browser tests skip, saying why.
+ensure_chromium() {
+    [ -x /usr/bin/chromium ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "No /usr/bin/chromium: the browser tests will be skipped. Install it with:" >&2
+        echo "  sudo apt-get install -y --no-install-recommends chromium" >&2
+        return 0
+    fi
+    ensure_system_packages chromium
+}
+
 # ensure_epcis12_xsd: the official EPCIS 1.2 XSDs (EPCglobal-epcis-1_2.xsd and the schemas it imports) in
 # .venv/share/epcis-1.2-xsd, where the tests' 1.2 schema checks find them. GS1's licence keeps them out of the
 # project; the PyPI wheel of EPCPyYes carries them, so that wheel is downloaded (not installed) and only the

@@ -1,4 +1,4 @@
-"""The local HTTP API: batches, work orders and the serial pool as JSON under /api/v1 (aiohttp)."""
+"""The local HTTP API (aiohttp): sessions, batches, line control, aggregation and delivery as JSON under /api/v1."""
 
 from __future__ import annotations
 

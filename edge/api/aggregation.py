@@ -2,16 +2,19 @@
 
 Under /api/v1/aggregation. Containers are named in the path by their identifier (SSCC or SGTIN), a scanned
 label (``(00)...`` or an element string), or ``#<id>``. Units are named as a scanner or a person gives them:
-an FNC1 element string (GS as FNC1, optional ``]d2``) or bracketed HRI ``(01)...(21)...``. Every change needs
-an operator and a reason (400 naming the missing key); refusals by the aggregation rules are 409, a container
-that does not exist 404, a scan that cannot be used 422. Without an Aggregation (make_app's ``aggregation``)
-the routes exist and answer 503, so a client learns the line has no aggregation rather than a wrong URL.
+an FNC1 element string (GS as FNC1, optional ``]d2``) or bracketed HRI ``(01)...(21)...``. Every change is
+recorded under the logged-in user and needs a reason (400 naming the missing key). Rework (unpack, replace,
+destroy, void a label) is signed: the body carries the user's password again, and the change commits with its
+signature (edge.api.signing). Refusals by the aggregation rules are 409, a container that does not exist 404, a
+scan that cannot be used 422. Without an Aggregation (make_app's ``aggregation``) the routes exist and answer
+503, so a client learns the line has no aggregation rather than a wrong URL.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -19,23 +22,28 @@ from aiohttp import web
 from edge.aggregation import ops
 from edge.aggregation.ops import ContainerRow
 from edge.aggregation.stations import resolve_unit, sscc_of
+from edge.api import routes, signing
 from edge.api.app import (
     BATCHES,
-    MAX_OPERATOR_CHARS,
     _BadRequestError,
     _body,
     _json,
     _text_option,
 )
-from edge.errors import ScanError
+from edge.api.auth import operator_of
+from edge.control.permissions import Permission
+from edge.errors import AggregationError, ScanError
 from edge.products.models import LEVELS
 from edge.serials.states import SerialState
+from edge.store.runs import iso_utc
+from edge.store.store import utc_now
 
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Sequence
 
     from edge.aggregation.service import Aggregation
+    from edge.control.signatures import Signature
     from edge.serials.ledger import SerialLedger
     from edge.serials.ops import BatchRow
 
@@ -62,7 +70,8 @@ MAX_EVENTS_PAGE: Final = 10_000
 # Characters of a code quoted back in a message: enough to recognise it.
 SHOWN_CHARS: Final = 48
 LABEL_PENDING: Final = "handed to its label station: it closes once its label is printed and verified"
-_REWORK_KEYS: Final = ("operator", "reason")
+_REWORK_KEYS: Final = ("operator", "reason", "password")
+_CHANGE_KEYS: Final = ("operator", "reason")
 
 
 
@@ -76,16 +85,51 @@ def add_routes(
     app[SCAN_CASE] = scan_case
     root = f"{api}{PREFIX}"
     box = f"{root}/containers/{{identifier}}"
-    app.router.add_get(f"{root}/containers", _list)
-    app.router.add_get(box, _show)
-    app.router.add_post(f"{box}/unpack", _unpack)
-    app.router.add_post(f"{box}/replace", _replace)
-    app.router.add_post(f"{box}/destroy", _destroy)
-    app.router.add_post(f"{box}/void-label", _void_label)
-    app.router.add_post(f"{box}/close", _close)
-    app.router.add_post(f"{root}/units/destroy", _destroy_unit)
-    app.router.add_get(f"{root}/batches/{{ref}}/events", _events)
-    app.router.add_post(f"{root}/case-scan", _scan_case)
+    named = {"identifier": "the container: SSCC or SGTIN, a scan of its label, or #<id>"}
+    add = partial(routes.add, app, tag="aggregation")
+    add("GET", f"{root}/containers", _list, Permission.VIEW, "The containers of a batch (default: the active one)",
+        query=(("batch", "batch id or work order"), ("level", "case, pallet, ..."),
+               ("state", "open, closed, destroyed")))
+    add("GET", box, _show, Permission.VIEW, "A container with its units, child containers and parent", extra=named)
+    for verb, handler, summary, keys in (
+        ("unpack", _unpack, "Take named units and containers (none named: everything) out of a container",
+         {"units": _CODES, "containers": _CODES}),
+        ("replace", _replace, "Swap one unit of a container for another", {"old": _CODE, "new": _CODE}),
+        ("destroy", _destroy, "Destroy a container and everything in it", {}),
+        ("void-label", _void_label, "Void the container's SSCC for good and give it a new one", {}),
+    ):
+        add("POST", f"{box}/{verb}", handler, Permission.REWORK, f"{summary} (rework, signed: reviewed)", extra=named,
+            signed=Permission.REWORK, body=_change_body(keys, signed=True))
+    add("POST", f"{box}/close", _close, Permission.BATCH_RUN,
+        "Close a container short, through the station filling it (its label first)", extra=named,
+        body=_change_body({}, signed=False))
+    add("POST", f"{root}/units/destroy", _destroy_unit, Permission.REWORK,
+        "Destroy one unit (rework, signed: reviewed)", signed=Permission.REWORK,
+        body=_change_body({"unit": _CODE}, signed=True, required=("unit",)))
+    add("GET", f"{root}/batches/{{ref}}/events", _events, Permission.VIEW,
+        "The aggregation event log of a batch, in pages", extra={"ref": "batch id or work order"},
+        query=(("after", "the last event id of the page before"), ("limit", f"at most {MAX_EVENTS_PAGE:,}")))
+    add("POST", f"{root}/case-scan", _scan_case, Permission.BATCH_RUN,
+        "Scan the case at the case-scan station now (a short case names its count and a reason)",
+        body={"type": "object", "additionalProperties": False,
+              "properties": {"expected": {"type": "integer", "minimum": 1}, "reason": {"type": "string"},
+                             "operator": {"type": "string"}}})
+
+
+_CODE: Final = {"type": "string", "description": "a unit code: FNC1 element string or bracketed HRI"}
+_CODES: Final = {"type": "array", "items": {"type": "string"}, "maxItems": ops.MAX_CHILDREN}
+
+
+def _change_body(keys: dict[str, Any], *, signed: bool, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
+        "operator": {"type": "string", "description": "if sent, the logged-in user's name (anyone else: 400)"},
+        **keys,
+    }
+    if signed:
+        properties["password"] = {"type": "string", "description": "the user's password again: the e-signature"}
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": ["reason", *required]}
 
 
 def _aggregation(request: web.Request) -> Aggregation:
@@ -120,19 +164,39 @@ async def _object(request: web.Request, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def _rework(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
-    """Return (operator, reason) of a change; 400 naming the key that is missing."""
-    operator = _required(request, body, "operator", MAX_OPERATOR_CHARS)
-    return operator, _required(request, body, "reason", MAX_REASON_CHARS)
+    """Return (operator, reason) of a change: the logged-in user, and the reason (400 when it is missing)."""
+    operator = operator_of(request, body.get("operator"))
+    reason = _text_option(request, body, "reason", MAX_REASON_CHARS)
+    if reason is None:
+        raise _BadRequestError('reason is missing: every aggregation change says why; send {"reason": "...", ...}')
+    return operator, reason
 
 
-def _required(request: web.Request, body: dict[str, Any], key: str, limit: int) -> str:
-    value = _text_option(request, body, key, limit)
-    if value is None:
-        raise _BadRequestError(
-            f'{key} is missing: every aggregation change names who does it and why; send '
-            '{"operator": "...", "reason": "...", ...}'
-        )
-    return value
+def _signer(request: web.Request, body: dict[str, Any], what: str) -> signing.Signer:
+    return signing.signer(request, body, Permission.REWORK, what)
+
+
+async def _sign_rework(
+    request: web.Request, body: dict[str, Any], box: ContainerRow | None, record: dict[str, Any], *, what: str,
+    change: Callable[[sqlite3.Connection, str], object],
+) -> tuple[Signature, Any]:
+    """Sign a rework of box (None: a unit on its own) and make the change in the signature's transaction.
+
+    change(conn, now) is the aggregation op; the container must be as it was when the rework was asked for.
+    Return the signature and what change returned.
+    """
+    signer = _signer(request, body, what)
+    done: list[object] = []
+
+    def then(conn: sqlite3.Connection, signature: Signature) -> None:
+        del signature
+        if box is not None and ops.container(conn, box.id) != box:
+            raise AggregationError(f"{box.name}: {signing.CHANGED}")
+        done.append(change(conn, iso_utc(utc_now())))
+
+    subject = f"container:{box.identifier}" if box is not None else f"unit:{record.get('unit', '?')}"
+    signature = await signer.sign({"container": None if box is None else box.as_dict(), **record}, subject[:200], then)
+    return signature, done[0]
 
 
 def _text(body: dict[str, Any], key: str) -> str:
@@ -291,8 +355,11 @@ async def _unpack(request: web.Request) -> web.Response:
     codes, labels = _texts(body, "units"), _texts(body, "containers")
     serial_ids = None if codes is None else [await _unit(_ledger(request), code) for code in codes]
     children = None if labels is None else [(await _container(aggregation, label)).id for label in labels]
-    await aggregation.unpack(box.id, serial_ids=serial_ids, containers=children, operator=operator, reason=reason)
-    return await _view_of(aggregation, box.id)
+    record = {"action": "aggregation.unpack", "units": serial_ids, "containers": children, "reason": reason}
+    signature, _ = await _sign_rework(
+        request, body, box, record, what=f"unpacking {box.name}", change=lambda conn, now: ops.unpack(
+            conn, box.id, serial_ids=serial_ids, containers=children, now=now, operator=operator, reason=reason))
+    return await _view_of(aggregation, box.id, signature=signing.signature_json(signature))
 
 
 async def _replace(request: web.Request) -> web.Response:
@@ -303,31 +370,44 @@ async def _replace(request: web.Request) -> web.Response:
     old, new = _text(body, "old"), _text(body, "new")
     ledger = _ledger(request)
     old_id, new_id = await _unit(ledger, old), await _unit(ledger, new)
-    await aggregation.replace(box.id, old_id, new_id, operator=operator, reason=reason)
-    return await _view_of(aggregation, box.id)
+    record = {"action": "aggregation.replace", "old": old_id, "new": new_id, "reason": reason}
+    signature, _ = await _sign_rework(
+        request, body, box, record, what=f"replacing a unit of {box.name}",
+        change=lambda conn, now: ops.replace(conn, box.id, old_id, new_id, now=now, operator=operator, reason=reason))
+    return await _view_of(aggregation, box.id, signature=signing.signature_json(signature))
 
 
 async def _destroy(request: web.Request) -> web.Response:
     aggregation = _aggregation(request)
     box = await _container(aggregation, request.match_info["identifier"])
-    operator, reason = _rework(request, await _object(request, _REWORK_KEYS))
-    destroyed = await aggregation.destroy_container(box.id, operator=operator, reason=reason)
+    body = await _object(request, _REWORK_KEYS)
+    operator, reason = _rework(request, body)
+    record = {"action": "aggregation.destroy", "reason": reason}
+    signature, destroyed = await _sign_rework(
+        request, body, box, record, what=f"destroying {box.name}",
+        change=lambda conn, now: ops.destroy_container(conn, box.id, now=now, operator=operator, reason=reason))
     units = await aggregation.store.read(lambda conn: _unit_rows(conn, destroyed.serial_ids))
-    return await _view_of(aggregation, box.id, destroyed={"units": units, "containers": list(destroyed.container_ids)})
+    return await _view_of(aggregation, box.id, destroyed={"units": units, "containers": list(destroyed.container_ids)},
+                          signature=signing.signature_json(signature))
 
 
 async def _void_label(request: web.Request) -> web.Response:
     aggregation = _aggregation(request)
     box = await _container(aggregation, request.match_info["identifier"])
-    operator, reason = _rework(request, await _object(request, _REWORK_KEYS))
-    relabelled = await aggregation.void_label(box.id, operator=operator, reason=reason)
-    return await _view_of(aggregation, box.id, voided=relabelled.voided, sscc=relabelled.container.identifier)
+    body = await _object(request, _REWORK_KEYS)
+    operator, reason = _rework(request, body)
+    record = {"action": "aggregation.void-label", "reason": reason}
+    signature, sscc = await _sign_rework(
+        request, body, box, record, what=f"voiding the label of {box.name}",
+        change=lambda conn, now: ops.void_label(conn, box.id, now=now, reason=reason, operator=operator))
+    return await _view_of(aggregation, box.id, voided=box.identifier, sscc=sscc,
+                          signature=signing.signature_json(signature))
 
 
 async def _close(request: web.Request) -> web.Response:
     aggregation = _aggregation(request)
     box = await _container(aggregation, request.match_info["identifier"])
-    operator, reason = _rework(request, await _object(request, _REWORK_KEYS))
+    operator, reason = _rework(request, await _object(request, _CHANGE_KEYS))
     close_short = request.app[CLOSE_SHORT]
     if close_short is None:
         await aggregation.close_container(box.id, operator=operator, partial_reason=reason)
@@ -350,7 +430,8 @@ async def _scan_case(request: web.Request) -> web.Response:
     expected = body.get("expected")
     if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool) or expected < 1):
         raise _BadRequestError(f"expected must be a whole number of units, not {json.dumps(expected)}")
-    operator = reason = None
+    operator: str | None = operator_of(request, body.get("operator"))
+    reason = None
     if expected is not None:
         operator, reason = _rework(request, body)  # a short case is closed by an operator, with a reason
     outcome = await scan_case(expected=expected, operator=operator, reason=reason)
@@ -362,9 +443,13 @@ async def _destroy_unit(request: web.Request) -> web.Response:
     body = await _object(request, (*_REWORK_KEYS, "unit"))
     operator, reason = _rework(request, body)
     serial_id = await _unit(_ledger(request), _text(body, "unit"))
-    destroyed = await aggregation.destroy_unit(serial_id, operator=operator, reason=reason)
+    record = {"action": "aggregation.destroy-unit", "unit": serial_id, "reason": reason}
+    signature, destroyed = await _sign_rework(
+        request, body, None, record, what="destroying a unit",
+        change=lambda conn, now: ops.destroy_unit(conn, serial_id, now=now, operator=operator, reason=reason))
     units = await aggregation.store.read(lambda conn: _unit_rows(conn, destroyed.serial_ids))
-    return _json({"destroyed": {"units": units, "containers": list(destroyed.container_ids)}})
+    return _json({"destroyed": {"units": units, "containers": list(destroyed.container_ids)},
+                  "signature": signing.signature_json(signature)})
 
 
 async def _events(request: web.Request) -> web.Response:

@@ -2,7 +2,7 @@
 
 GET  /api/v1/epcis/deliveries                          every (target, batch) with its state and counts
 GET  /api/v1/epcis/deliveries/{target}/{batch}         one, with its messages and every attempt
-POST /api/v1/epcis/deliveries/{target}/{batch}/resend  {"operator", "reason"}: queue its messages again
+POST /api/v1/epcis/deliveries/{target}/{batch}/resend  {"reason"}: queue its messages again (as the logged-in user)
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edge.api import routes
+from edge.api.auth import operator_of
+from edge.control.permissions import Permission
 from edge.sync import outbox
 
 if TYPE_CHECKING:
@@ -30,9 +33,18 @@ def add_routes(app: web.Application, prefix: str, store: Callable[[], Store | No
     """Serve the delivery routes over the store (None while the daemon starts); wake(target) is False if unknown."""
     app[STORE] = store
     app[WAKE] = wake
-    app.router.add_get(f"{prefix}/epcis/deliveries", _list)
-    app.router.add_get(f"{prefix}/epcis/deliveries/{{target}}/{{batch}}", _show)
-    app.router.add_post(f"{prefix}/epcis/deliveries/{{target}}/{{batch}}/resend", _resend)
+    one = f"{prefix}/epcis/deliveries/{{target}}/{{batch}}"
+    named = {"target": "upstream target id", "batch": "batch id or work order"}
+    routes.add(app, "GET", f"{prefix}/epcis/deliveries", _list, Permission.VIEW,
+               "Every (target, batch) on its way upstream with its state and counts", tag="epcis",
+               query=(("target", "only this target"),))
+    routes.add(app, "GET", one, _show, Permission.VIEW, "One delivery with its messages and every attempt",
+               tag="epcis", extra=named)
+    routes.add(app, "POST", f"{one}/resend", _resend, Permission.EPCIS_RESEND,
+               "Queue a delivery's messages again (after a permanent refusal was dealt with)", tag="epcis",
+               extra=named, body={"type": "object", "required": ["reason"], "additionalProperties": False,
+                                  "properties": {"reason": {"type": "string", "maxLength": MAX_TEXT},
+                                                 "operator": {"type": "string"}}})
 
 
 def _store(request: web.Request) -> Store:
@@ -80,13 +92,12 @@ async def _resend(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text='send a JSON object {"operator": ..., "reason": ...}') from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='send a JSON object {"operator": ..., "reason": ...}')
-    operator, reason = body.get("operator"), body.get("reason")
-    for key, value in (("operator", operator), ("reason", reason)):
-        if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
-            raise web.HTTPBadRequest(text=f"{key}: give it as text of 1 to {MAX_TEXT} characters")
+        raise web.HTTPBadRequest(text='send a JSON object {"reason": ...}') from None
+    if not isinstance(body, dict) or set(body) - {"operator", "reason"}:
+        raise web.HTTPBadRequest(text='send a JSON object {"reason": ...}')
+    operator, reason = operator_of(request, body.get("operator")), body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_TEXT:
+        raise web.HTTPBadRequest(text=f"reason: give it as text of 1 to {MAX_TEXT} characters")
     stamp = outbox_now()
 
     def change(conn: sqlite3.Connection) -> int:

@@ -1,7 +1,11 @@
-"""The aggregation API and `lineside aggregation` on loopback sockets over a real store: views, rework, refusals."""
+"""The aggregation API and `lineside aggregation` on loopback sockets over a real store: views, signed rework,
+refusals."""
 
 import asyncio
+import io
 import json
+import re
+import sys
 from contextlib import asynccontextmanager
 from datetime import date
 from urllib.parse import quote
@@ -14,6 +18,7 @@ from edge.aggregation.packer import SequentialPacker
 from edge.aggregation.service import Aggregation
 from edge.api import ApiServer, make_app
 from edge.api import aggregation as aggregation_api
+from edge.api.client import SessionStore
 from edge.cli import main
 from edge.config.models import CatalogConfig
 from edge.products.load import load_catalog
@@ -23,6 +28,7 @@ from edge.serials.ledger import SerialLedger
 from edge.serials.states import SerialState
 from edge.store import Store
 from tests.conftest import ROOT
+from tests.edge.logins import add_users, login, make_auth, password
 
 LINE = "line-1"
 GTIN = "04012345000016"
@@ -63,19 +69,30 @@ async def serving(app):
         await asyncio.wait({task})
 
 
-class Line:
-    """A running batch of aspirin-500-eu (cases of 10, pallets of 40) with commissioned units, and the API over it."""
+REWORK = re.compile(r"/(unpack|replace|destroy|void-label)$")
+"""The rework routes: signed, so the tests send the password of the user logged in."""
 
-    def __init__(self, session, url, batches, aggregation, *, batch_id, units):
+
+class Line:
+    """A running batch of aspirin-500-eu (cases of 10, pallets of 40) with commissioned units, and the API over it.
+
+    Called as sam, a supervisor (reworks and closes short), logged in.
+    """
+
+    def __init__(self, session, url, batches, aggregation, auth, *, batch_id, units):
         self.session = session
         self.url = url
         self.batches = batches
         self.agg = aggregation
+        self.auth = auth
         self.batch = batch_id
         self.units = units  # [(serial id, serial)] in line order
+        self.user = "sam"
+        self.headers = {}
 
     async def call(self, method, where, expect=None, **kwargs):
-        async with self.session.request(method, f"/api/v1/aggregation{where}", **kwargs) as response:
+        headers = self.headers
+        async with self.session.request(method, f"/api/v1/aggregation{where}", headers=headers, **kwargs) as response:
             body = await response.json() if response.content_type == "application/json" else await response.text()
             if expect is not None:
                 assert response.status == expect, body
@@ -84,7 +101,10 @@ class Line:
     async def get(self, where, expect=200, **kwargs):
         return (await self.call("GET", where, expect, **kwargs))[1]
 
-    async def post(self, where, expect=200, **body):
+    async def post(self, where, expect=200, sign=True, **body):
+        """Post body to where; a rework is signed with the user's password unless sign is False."""
+        if sign and REWORK.search(where):
+            body.setdefault("password", password(self.user))
         return (await self.call("POST", where, expect, json=body))[1]
 
     async def case(self, units):
@@ -108,19 +128,23 @@ async def running_line(tmp_path, catalog, *, with_aggregation=True, close_short=
     batches = BatchService(ledger, catalog, today=lambda: TODAY)
     aggregation = Aggregation(store)
     writer = asyncio.create_task(store.run(), name="store writer")
+    auth = make_auth(store)
     try:
+        await add_users(auth.accounts)
         batch = await batches.import_work_order(ORDER, "wo.yaml", operator="mes")
-        await batches.release(batch.id, operator="supervisor")
-        await batches.start(batch.id, operator="op")
+        await batches.release(batch.id, operator="sam")
+        await batches.start(batch.id, operator="sam")
         sent = await ledger.next_to_print(batch.id, commissioned, device="printer-1")
         ids = [serial_id for serial_id, _, _ in sent]
         await ledger.move(ids, SerialState.PRINTED, reason="printed", device="printer-1")
         await ledger.move(ids, SerialState.COMMISSIONED, reason="verified", device="camera-1")
-        app = make_app(batches, aggregation=aggregation if with_aggregation else None,
+        app = make_app(batches, auth=auth, aggregation=aggregation if with_aggregation else None,
                        close_short=close_short(aggregation, ledger) if close_short else None)
         async with serving(app) as url, aiohttp.ClientSession(base_url=url) as session:
-            yield Line(session, url, batches, aggregation, batch_id=batch.id,
-                       units=[(i, serial) for i, serial, _ in sent])
+            line = Line(session, url, batches, aggregation, auth, batch_id=batch.id,
+                        units=[(i, serial) for i, serial, _ in sent])
+            line.headers = await login(session, "sam")
+            yield line
     finally:
         await store.aclose()
         await writer
@@ -200,7 +224,7 @@ async def test_unpack_named_units_and_containers_then_everything(line):
     case = await line.case(range(10))
     (a, serial_a), (b, serial_b) = line.units[0], line.units[1]
 
-    view = await line.post(f"{box(case.identifier)}/unpack", operator="op", reason="carton scuffed",
+    view = await line.post(f"{box(case.identifier)}/unpack", operator="sam", reason="carton scuffed",
                            units=[hri(serial_a), scan(serial_b)])
     assert (view["container"]["state"], view["container"]["count"]) == ("open", 8)
     assert a not in [u["serial_id"] for u in view["units"]]
@@ -210,17 +234,17 @@ async def test_unpack_named_units_and_containers_then_everything(line):
     case = await line.agg.close_container(case.id)
     pallet = await line.agg.open_container(line.batch, "pallet")
     await line.agg.pack(pallet.id, containers=[case.id])
-    view = await line.post(f"{box(pallet.identifier)}/unpack", operator="op", reason="pallet rebuilt",
+    view = await line.post(f"{box(pallet.identifier)}/unpack", operator="sam", reason="pallet rebuilt",
                            containers=[case.identifier])
     assert (view["container"]["count"], view["containers"]) == (0, [])
     assert (await line.get(box(case.identifier)))["parent"] is None
 
-    view = await line.post(f"{box(f'#{case.id}')}/unpack", operator="op", reason="case repacked")
+    view = await line.post(f"{box(f'#{case.id}')}/unpack", operator="sam", reason="case repacked")
     assert (view["container"]["state"], view["container"]["count"], view["units"]) == ("open", 0, [])
 
     events = (await line.get("/batches/WO-1/events"))["events"]
     unpacks = [e for e in events if e["action"] == "unpack"]
-    assert [(e["serial_ids"], e["operator"], e["reason"]) for e in unpacks[:1]] == [([a, b], "op", "carton scuffed")]
+    assert [(e["serial_ids"], e["operator"], e["reason"]) for e in unpacks[:1]] == [([a, b], "sam", "carton scuffed")]
     assert unpacks[1]["container_ids"] == [case.id]
     assert len(unpacks[2]["serial_ids"]) == 10
 
@@ -228,29 +252,31 @@ async def test_unpack_named_units_and_containers_then_everything(line):
 async def test_replace_destroy_void_and_close(line):
     case = await line.case(range(10))
     old, new = line.units[3], line.units[20]
-    view = await line.post(f"{box(case.identifier)}/replace", operator="qa", reason="carton scuffed",
+    view = await line.post(f"{box(case.identifier)}/replace", operator="sam", reason="carton scuffed",
                            old=hri(old[1]), new=scan(new[1]))
     assert view["container"]["state"] == "closed"  # the count did not change
     assert [u["serial_id"] for u in view["units"]][-1] == new[0]
     assert old[0] not in [u["serial_id"] for u in view["units"]]
 
-    relabelled = await line.post(f"{box(case.identifier)}/void-label", operator="qa", reason="label unreadable")
+    relabelled = await line.post(f"{box(case.identifier)}/void-label", operator="sam", reason="label unreadable")
     assert relabelled["voided"] == case.identifier
     assert relabelled["sscc"] == relabelled["container"]["identifier"] != case.identifier
     body = await line.get(box(case.identifier), 404)
     assert "voided on container" in body["error"]
 
-    destroyed = await line.post("/units/destroy", unit=hri(line.units[4][1]), operator="qa", reason="crushed")
+    destroyed = await line.post("/units/destroy", unit=hri(line.units[4][1]), operator="sam", reason="crushed",
+                                password=password("sam"))
+    assert destroyed.pop("signature")["meaning"] == "reviewed"
     assert destroyed == {"destroyed": {"units": [{
         "serial_id": line.units[4][0], "gtin": GTIN, "serial": line.units[4][1], "hri": hri(line.units[4][1]),
         "state": "destroyed"}], "containers": []}}
 
-    short = await line.post(f"{box(relabelled['sscc'])}/close", operator="supervisor", reason="end of batch")
+    short = await line.post(f"{box(relabelled['sscc'])}/close", operator="sam", reason="end of batch")
     assert (short["container"]["state"], short["container"]["count"]) == ("closed", 9)
-    assert (short["container"]["partial_reason"], short["container"]["closed_by"]) == ("end of batch", "supervisor")
+    assert (short["container"]["partial_reason"], short["container"]["closed_by"]) == ("end of batch", "sam")
     assert "note" not in short
 
-    gone = await line.post(f"{box(relabelled['sscc'])}/destroy", operator="qa", reason="dropped")
+    gone = await line.post(f"{box(relabelled['sscc'])}/destroy", operator="sam", reason="dropped")
     assert gone["container"]["state"] == "destroyed"
     assert gone["destroyed"]["containers"] == [case.id]
     assert len(gone["destroyed"]["units"]) == 9
@@ -259,17 +285,22 @@ async def test_replace_destroy_void_and_close(line):
     assert counts["destroyed"] == 10
 
 
-async def test_every_change_needs_an_operator_and_a_reason(line):
+async def test_every_change_is_the_logged_in_users_with_a_reason_and_rework_is_signed(line):
     case = await line.case(range(10))
     where = box(case.identifier)
     for action, extra in (("unpack", {}), ("replace", {"old": hri("X"), "new": hri("Y")}), ("destroy", {}),
                           ("void-label", {}), ("close", {})):
-        body = await line.post(f"{where}/{action}", 400, reason="why", **extra)
-        assert body["error"].startswith("operator is missing"), action
-        body = await line.post(f"{where}/{action}", 400, operator="op", reason="  ", **extra)
+        body = await line.post(f"{where}/{action}", 400, operator="op", reason="why", **extra)
+        assert body["error"].startswith("you are logged in as sam"), action
+        body = await line.post(f"{where}/{action}", 400, reason="  ", **extra)
         assert body["error"].startswith("reason is missing"), action
-    body = await line.post("/units/destroy", 400, unit=hri(line.units[0][1]), operator="op")
+    body = await line.post("/units/destroy", 400, unit=hri(line.units[0][1]))
     assert body["error"].startswith("reason is missing")
+    # Rework without the password again, or with a wrong one: 401 naming the signature it needs.
+    body = await line.post(f"{where}/destroy", 401, sign=False, reason="dropped")
+    assert body["signature"] == {"permission": "aggregation.rework", "meaning": "reviewed"}
+    body = await line.post(f"{where}/destroy", 401, reason="dropped", password="not-it-at-all")
+    assert body["error"] == "signature refused: unknown user or wrong password"
     assert (await line.get(where))["container"]["count"] == 10  # nothing happened
 
     status, body = await line.call("POST", f"{where}/destroy")
@@ -277,14 +308,24 @@ async def test_every_change_needs_an_operator_and_a_reason(line):
     assert body["error"].startswith("the body is empty")
     status, body = await line.call("POST", f"{where}/destroy", data=b"{oops")
     assert (status, body["error"].startswith("the body is not JSON")) == (400, True)
-    body = await line.post(f"{where}/destroy", 400, operator="op", reason="r", force=True)
-    assert body["error"] == "unknown key(s) force; the body takes operator, reason"
-    body = await line.post(f"{where}/unpack", 400, operator="op", reason="r", units=hri("X"))
+    body = await line.post(f"{where}/destroy", 400, reason="r", force=True)
+    assert body["error"] == "unknown key(s) force; the body takes operator, reason, password"
+    body = await line.post(f"{where}/unpack", 400, reason="r", units=hri("X"))
     assert "units must be a list of text" in body["error"]
-    body = await line.post(f"{where}/replace", 400, operator="op", reason="r", old=hri("X"))
+    body = await line.post(f"{where}/replace", 400, reason="r", old=hri("X"))
     assert body["error"] == "new is missing from the body"
-    body = await line.post(f"{where}/destroy", 400, operator="o" * 200, reason="r")
-    assert "at most 128 are taken" in body["error"]
+
+    # Rework is signed: the change and its signature, bound to the container as it was, commit together.
+    view = await line.post(f"{where}/unpack", reason="carton scuffed", units=[hri(line.units[0][1])])
+    assert view["signature"]["meaning"] == "reviewed"
+    assert view["signature"]["subject"] == f"container:{case.identifier}"
+    [signature] = await line.auth.signatures.of_subject(f"container:{case.identifier}")
+    assert view["signature"]["manifest"] == signature.manifest()
+    # An operator may not rework at all.
+    line.headers = await login(line.session, "olga")
+    line.user = "olga"
+    body = await line.post(f"{where}/destroy", 403, reason="dropped")
+    assert body["permission"] == "aggregation.rework"
 
 
 async def test_refusals_name_the_rule_and_change_nothing(line):
@@ -292,7 +333,7 @@ async def test_refusals_name_the_rule_and_change_nothing(line):
     other = await line.case(range(10, 15))
     pallet = await line.agg.open_container(line.batch, "pallet")
     await line.agg.pack(pallet.id, containers=[case.id])
-    rework = {"operator": "op", "reason": "test"}
+    rework = {"operator": "sam", "reason": "test"}
 
     # Unusable scans are 422 and say what is wrong with them.
     body = await line.post(f"{box(other.identifier)}/unpack", 422, units=[hri("NOSUCHSERIAL")], **rework)
@@ -373,13 +414,13 @@ async def test_closing_short_goes_through_the_station_filling_the_container(tmp_
     async with running_line(tmp_path, catalog, close_short=through_the_packer) as line:
         filling = await line.case(range(4))
         packers[0].resume(filling)
-        answer = await line.post(f"{box(filling.identifier)}/close", operator="supervisor", reason="end of batch")
-        assert handed == [(filling.id, "supervisor", "end of batch")]
+        answer = await line.post(f"{box(filling.identifier)}/close", operator="sam", reason="end of batch")
+        assert handed == [(filling.id, "sam", "end of batch")]
         assert answer["container"]["state"] == "open"  # closed by its label station once the label is verified
         assert answer["note"] == aggregation_api.LABEL_PENDING
 
         idle = await line.case(range(4, 6))  # not the packer's: closed directly
-        answer = await line.post(f"{box(idle.identifier)}/close", operator="supervisor", reason="line cleared")
+        answer = await line.post(f"{box(idle.identifier)}/close", operator="sam", reason="line cleared")
         assert (answer["container"]["state"], "note" in answer) == ("closed", False)
         assert len(handed) == 1
 
@@ -402,8 +443,12 @@ async def cli(capsys, *argv):
     return code, out, err
 
 
-async def test_the_command_line_through_the_api(line, capsys):
+async def test_the_command_line_through_the_api(line, capsys, tmp_path, monkeypatch):
     api = ("--api", line.url)
+    # The session `lineside ctl login` keeps, and sam's password on standard input for each signed rework.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    SessionStore().put(line.url, {"token": line.headers["Authorization"].removeprefix("Bearer "), "name": "sam"})
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{password('sam')}\n" * 3))
     case = await line.case(range(10))
     code, out, err = await cli(capsys, "list", *api)
     assert (code, err) == (0, "")
@@ -422,15 +467,15 @@ async def test_the_command_line_through_the_api(line, capsys):
     # A unit typed with {GS} as the scanner would send it, and one as HRI.
     typed = scan(line.units[1][1]).replace(GS, "{GS}")
     code, out, err = await cli(capsys, "unpack", case.identifier, "--unit", typed, "--unit", hri(line.units[2][1]),
-                               "--operator", "op", "--reason", "carton scuffed", *api)
+                               "--operator", "sam", "--reason", "carton scuffed", *api)
     assert (code, err) == (0, "")
     assert out.splitlines()[0] == f"case {case.identifier} (#{case.id}) open, 8 of 10"
 
-    code, out, err = await cli(capsys, "close", case.identifier, "--operator", "sup", "--reason", "end of batch", *api)
+    code, out, err = await cli(capsys, "close", case.identifier, "--operator", "sam", "--reason", "end of batch", *api)
     assert code == 0, err
-    assert "closed, 8 of 10, closed short by sup: end of batch" in out
+    assert "closed, 8 of 10, closed short by sam: end of batch" in out
 
-    code, out, err = await cli(capsys, "destroy-unit", hri(line.units[1][1]), "--operator", "qa", "--reason", "bent",
+    code, out, err = await cli(capsys, "destroy-unit", hri(line.units[1][1]), "--operator", "sam", "--reason", "bent",
                                *api)
     assert code == 0, err
     assert f"destroyed unit #{line.units[1][0]}" in out
@@ -438,17 +483,17 @@ async def test_the_command_line_through_the_api(line, capsys):
     code, out, _ = await cli(capsys, "events", "WO-1", *api)
     assert code == 0
     assert "unpack" in out
-    assert "by op" in out
+    assert "by sam" in out
     assert "(carton scuffed)" in out
 
     # Refused by a rule: exit 1; unknown things and bad input: exit 2, the API's message on stderr.
-    code, out, err = await cli(capsys, "close", case.identifier, "--operator", "sup", "--reason", "again", *api)
+    code, out, err = await cli(capsys, "close", case.identifier, "--operator", "sam", "--reason", "again", *api)
     assert (code, out) == (1, "")
     assert err == f"cannot close case {case.identifier} (#{case.id}): it is closed\n"
     code, out, err = await cli(capsys, "show", "#999", *api, "--json")
     assert code == 2
     assert json.loads(out) == {"error": "there is no container #999", "issues": []}
-    code, _, err = await cli(capsys, "destroy-unit", "(01)04012345000016(21)NOPE", "--operator", "qa", "--reason",
+    code, _, err = await cli(capsys, "destroy-unit", "(01)04012345000016(21)NOPE", "--operator", "sam", "--reason",
                              "x", *api)
     assert code == 2
     assert "is not known to this line" in err

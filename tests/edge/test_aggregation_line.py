@@ -24,6 +24,7 @@ from simulators.printer import Printed
 from simulators.scanner_wedge import WedgeScannerSim
 from simulators.world import SimProduct
 from tests.conftest import ROOT
+from tests.edge.logins import daemon_login
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -239,6 +240,7 @@ async def test_case_scan_over_the_api_packs_a_full_case_or_sends_it_to_rework(tm
                 drop(n, code)
             url = f"http://127.0.0.1:{daemon.api_port}/api/v1/aggregation/case-scan"
             async with aiohttp.ClientSession() as http:
+                http.headers.update(await daemon_login(daemon, http, base=f"http://127.0.0.1:{daemon.api_port}"))
                 async with http.post(url) as answer:
                     good = await answer.json()
                 assert (answer.status, good["ok"], good["found"]) == (200, True, 10)
@@ -250,7 +252,7 @@ async def test_case_scan_over_the_api_packs_a_full_case_or_sends_it_to_rework(tm
                 async with http.post(url, json={"expected": 9}) as answer:
                     refused = await answer.json()
                 assert answer.status == 400
-                assert "operator" in refused["error"]
+                assert "reason is missing" in refused["error"]  # a short case is closed by someone, saying why
             async with asyncio.timeout(HANG_GUARD_S):
                 await b.agg.case_labels.wait_idle()
             [case] = await b.agg.aggregation.containers_of_batch(1, level="case")

@@ -24,6 +24,7 @@ from edge.supervisor import LinkState
 from simulators.defects import Defect, DefectKind
 from simulators.scanner_wedge import WedgeScannerSim
 from tests.conftest import ROOT
+from tests.edge.logins import daemon_login
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -167,7 +168,8 @@ async def test_good_packs_are_commissioned_and_pass(tmp_path: Path) -> None:
         assert states["commissioned"] == 8
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{line.daemon.api_port}/api/v1/line"
-            async with session.get(url) as response:
+            headers = await daemon_login(line.daemon, session, base=f"http://127.0.0.1:{line.daemon.api_port}")
+            async with session.get(url, headers=headers) as response:
                 status = await response.json()
         assert status["inspection"]["good"] == 8
         assert status["printers"]["printer-1"]["printed"] >= 8

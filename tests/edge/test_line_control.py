@@ -31,6 +31,7 @@ from edge.serials.states import BatchState
 from edge.supervisor import LinkState
 from simulators.defects import Defect, DefectKind
 from tests.conftest import ROOT
+from tests.edge.logins import daemon_login
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -202,7 +203,8 @@ async def test_the_belt_runs_only_in_execute_and_the_status_shows_the_line(tmp_p
         assert status["alarms"] == []
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{line.daemon.api_port}/api/v1/line"
-            async with session.get(url) as response:
+            headers = await daemon_login(line.daemon, session, base=f"http://127.0.0.1:{line.daemon.api_port}")
+            async with session.get(url, headers=headers) as response:
                 assert (await response.json())["control"]["state"] == "Execute"
 
         assert await control.command(Command.COMPLETE, SAM, reason="order done") is State.COMPLETE

@@ -1,8 +1,10 @@
-"""`lineside batch`: the life cycle offline, exit codes, and the daemon's API when the daemon holds the lock."""
+"""`lineside batch`: the life cycle offline, exit codes, and the daemon's API (logged in) when it holds the lock."""
 
 import asyncio
+import io
 import json
 import logging
+import sys
 
 import pytest
 import structlog
@@ -15,6 +17,7 @@ from edge.serials.ledger import SerialLedger
 from edge.store import Store
 from edge.systemd import Notifier
 from tests.conftest import ROOT
+from tests.edge.logins import password, seed_users
 
 PRODUCTS = ROOT / "config" / "products"
 RU_GTIN = "04601234567893"
@@ -245,14 +248,21 @@ def _line_config(tmp_path, name, port):
     return path
 
 
-async def test_with_a_config_it_goes_through_the_daemons_api(tmp_path, capsys):
+async def test_with_a_config_it_goes_through_the_daemons_api_logged_in(tmp_path, capsys, monkeypatch):
+    await seed_users(tmp_path / "state")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no session kept from elsewhere
     daemon = Daemon(load_config(_line_config(tmp_path, "daemon.yaml", 0)), notifier=Notifier(environ={}))
     task = asyncio.create_task(daemon.run(handle_signals=False))
 
-    async def cli(*argv):
+    async def cli(*argv, stdin=""):
+        # Not a terminal: the password is read from standard input, one line.
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         code = await asyncio.to_thread(main, ["batch", *map(str, argv)])
         out, err = capsys.readouterr()
         return code, out, err
+
+    def as_user(name):
+        return ("--user", name)
 
     try:
         async with asyncio.timeout(HANG_GUARD_S):
@@ -262,32 +272,58 @@ async def test_with_a_config_it_goes_through_the_daemons_api(tmp_path, capsys):
         config = _line_config(tmp_path, "line.yaml", daemon.api_port)
         url = f"http://127.0.0.1:{daemon.api_port}"
 
-        code, out, err = await cli("create", work_order(tmp_path), "-c", config, "--json")
+        code, out, err = await cli("list", "-c", config)
+        assert code == 2
+        assert "log in first" in err
+        assert "lineside ctl login --user NAME (or --user NAME on the command)" in err
+        code, out, err = await cli("list", "-c", config, *as_user("sam"), stdin="wrong-password\n")
+        assert code == 2
+        assert "login as sam refused: unknown user or wrong password" in err
+
+        code, out, err = await cli("create", work_order(tmp_path), "-c", config, "--json", *as_user("sam"),
+                                   stdin=password("sam") + "\n")
         assert code == 0, err
         assert f"using its API at {url}" in err
         assert json.loads(out)["batch"]["state"] == "created"
-        code, out, _ = await cli("release", "WO-1", "-c", config)
-        assert code == 0
-        assert "state released" in out
-        code, out, _ = await cli("list", "-c", config, "--json")
+        # A release is signed: QA's password, typed once for the login, signs it too.
+        code, out, err = await cli("release", "WO-1", "-c", config, "--json", *as_user("quinn"),
+                                   stdin=password("quinn") + "\n")
+        assert code == 0, err
+        released = json.loads(out)
+        assert released["batch"]["state"] == "released"
+        assert released["signature"]["manifest"].startswith("Electronically signed by Quinn Quality (quinn, qa)")
+        code, out, err = await cli("release", "WO-1", "-c", config, *as_user("sam"), stdin=password("sam") + "\n")
+        assert code == 2  # a supervisor may not release
+        assert "sam (supervisor) may not batch.release" in err
+        code, out, _ = await cli("list", "-c", config, "--json", *as_user("olga"), stdin=password("olga") + "\n")
         assert code == 0
         (batch,) = json.loads(out)
         assert (batch["work_order"], batch["state"], batch["counts"]["allocated"]) == ("WO-1", "released", 51)
 
         bad = tmp_path / "bad.yaml"
         bad.write_text(WORK_ORDER.format(work_order="WO-2", lot="L2").replace("quantity: 50", "quantity: -5"))
-        code, out, err = await cli("create", bad, "-c", config)
+        code, out, err = await cli("create", bad, "-c", config, *as_user("sam"), stdin=password("sam") + "\n")
         assert code == 2
         assert f"{bad}:5:11: quantity: -5 must be at least 1" in err
         assert "<request body>" not in err
-        code, _, err = await cli("status", "WO-404", "-c", config)
+        code, _, err = await cli("status", "WO-404", "-c", config, *as_user("sam"), stdin=password("sam") + "\n")
         assert code == 2
         assert "WO-404" in err
-        code, _, err = await cli("close", "WO-1", "--api", url)
+        code, _, err = await cli("close", "WO-1", "--api", url, *as_user("quinn"), stdin=password("quinn") + "\n")
         assert code == 1
         assert "cannot go from released to closed" in err
-        code, _, _ = await cli("cancel", "WO-1", "--reason", "test over", "--api", url)
+        code, _, err = await cli("cancel", "WO-1", "--reason", "test over", "--api", url, "--operator", "olga",
+                                 *as_user("sam"), stdin=password("sam") + "\n")
+        assert code == 2  # recorded under the logged-in user, not another name
+        assert "you are logged in as sam" in err
+        code, _, _ = await cli("cancel", "WO-1", "--reason", "test over", "--api", url, *as_user("sam"),
+                               stdin=password("sam") + "\n")
         assert code == 0
+        batches = daemon.batches
+        assert batches is not None
+        history = await batches.ledger.store.read(
+            lambda conn: conn.execute("SELECT to_state, operator FROM batch_event ORDER BY id").fetchall())
+        assert history == [("created", "sam"), ("released", "quinn"), ("cancelled", "sam")]
     finally:
         daemon.request_shutdown()
         assert await asyncio.wait_for(task, HANG_GUARD_S) == 0
