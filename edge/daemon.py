@@ -26,6 +26,7 @@ from edge.line.feeder import PrintFeeder
 from edge.line.inspection import Attached, InspectionService, RejectImages, describe
 from edge.line.reading import Reading
 from edge.log import device_logger
+from edge.metrics import LineMetrics
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
 from edge.serials.batches import BatchService, CommandRequest, LowWaterHook, log_low_water
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from drivers.base import Driver
     from edge.config import DeviceConfig, LineConfig
     from edge.config.models import InspectionConfig
+    from edge.opcua.server import OpcUaServer
     from edge.sync.delivery import TargetDelivery
 
 _LOG = structlog.get_logger("lineside.daemon")
@@ -98,6 +100,9 @@ class Daemon:
         """Upstream delivery, one per configured target, while the daemon runs."""
         self.control: LineControl | None = None
         """The line's PackML unit while the daemon runs: commands, alarms, counters and live status."""
+        # Without its certificate the OPC UA server refuses here, before anything starts, saying how to make it.
+        self.opcua: OpcUaServer | None = _opcua_server(config, sleep) if config.opcua.enabled else None
+        """The OPC UA server (PackML per OPC 30050) when configured."""
         self._attached: dict[str, Attached] = {}
         self._plc_id = config.inspection.plc if config.inspection is not None else _first_plc(config)
         if self._plc_id is not None:
@@ -171,6 +176,7 @@ class Daemon:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend([*(root.create_task(service(), name="service") for service in self._services),
                              *(root.create_task(d.run(), name=f"upstream:{d.target.id}") for d in self.deliveries)])
+                work.extend(self._opcua_task(root, control, store))
                 api = self._api = ApiServer(self._app(batches, store), cfg.api.host, cfg.api.port,
                                             hmi=(cfg.hmi.host, cfg.hmi.port), sleep=self._sleep)
                 work.append(root.create_task(api.run(), name="http-api"))
@@ -220,6 +226,12 @@ class Daemon:
             sleep=self._sleep,
         )
 
+    def _opcua_task(self, root: asyncio.TaskGroup, control: LineControl, store: Store) -> list[asyncio.Task[None]]:
+        """Start the OPC UA server in root when configured, its users logging in through the accounts; its task."""
+        if self.opcua is None:
+            return []
+        return [root.create_task(self.opcua.run(control, Accounts(store, audit=AuditTrail(store))), name="opcua")]
+
     def _plc_driver(self) -> LineIo | None:
         """Return the line PLC's driver while its link is up."""
         attached = self._attached.get(self._plc_id) if self._plc_id is not None else None
@@ -267,7 +279,7 @@ class Daemon:
         rejects = self.config.storage.state_dir / "rejects" if self.inspection is not None else None
         common: dict[str, Any] = {"line_status": self.line_status, "store": lambda: self.store,
                                   "wake_delivery": self._wake_target, "auth": auth, "control": lambda: self.control,
-                                  "rejects": rejects}
+                                  "rejects": rejects, "metrics": LineMetrics(self)}
         if agg is None:
             return make_app(batches, **common)
         return make_app(batches, aggregation=agg.aggregation, close_short=agg.close_short,
@@ -447,6 +459,14 @@ class Daemon:
 def _audit_trail(store: Store) -> Audit:
     """Return the record function of the store's audit trail."""
     return AuditTrail(store).record
+
+
+def _opcua_server(config: LineConfig, sleep: Sleep) -> OpcUaServer:
+    """Return the configured OPC UA server, its certificate checked (CertificateError names the command making it)."""
+    from edge.opcua.certs import OpcUaPaths  # noqa: PLC0415 - asyncua loads only when OPC UA is enabled
+    from edge.opcua.server import OpcUaServer  # noqa: PLC0415
+
+    return OpcUaServer(config.opcua, line_id=config.line.id, paths=OpcUaPaths.of(config), sleep=sleep)
 
 
 def _first_plc(config: LineConfig) -> str | None:

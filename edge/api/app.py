@@ -26,6 +26,7 @@ from edge.api.errors import error_body, http_status
 from edge.api.signing import SignatureRequiredError
 from edge.control.accounts import AuthError
 from edge.control.permissions import NotAllowedError, Permission
+from edge.metrics import add_metrics_route
 from edge.serials.imports import Kind
 from edge.serials.report import render_html
 from edge.serials.workorder import REQUEST_BODY
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from edge.api.aggregation import CloseShort, ScanCase
     from edge.api.auth import Auth
     from edge.control.line import LineControl
+    from edge.metrics import LineMetrics
     from edge.products.models import Product
     from edge.serials.batches import BatchService
     from edge.store import Store
@@ -78,6 +80,7 @@ def make_app(
     wake_delivery: Callable[[str], bool] | None = None,
     control: Callable[[], LineControl | None] | None = None,
     rejects: Path | None = None,
+    metrics: LineMetrics | None = None,
 ) -> web.Application:
     """Return the API application (and the HMI) over the line's batch service, authenticating with auth.
 
@@ -85,7 +88,8 @@ def make_app(
     closes a container short through the station filling it (without it, directly); scan_case triggers the
     case-scan station; store and wake_delivery serve /api/v1/epcis (upstream delivery status and re-send); control
     (the line's PackML unit, None while it does not run) serves /api/v1/control; rejects is the directory of the
-    inspection's reject images (/api/v1/rejects).
+    inspection's reject images (/api/v1/rejects); metrics serves Prometheus at /metrics (no session: scrapers have
+    none; loopback unless api.host says otherwise).
     """
     from edge import hmi  # noqa: PLC0415 - the HMI's files build on the route table set up here
     from edge.api import aggregation as aggregation_api  # noqa: PLC0415 - it builds on this module's helpers
@@ -132,6 +136,8 @@ def make_app(
     control_api.add_routes(app, api, control or (lambda: None), rejects)
     openapi.add_routes(app, api)
     hmi.add_routes(app)
+    if metrics is not None:
+        add_metrics_route(app, metrics)
     return app
 
 

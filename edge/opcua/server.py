@@ -209,6 +209,7 @@ class OpcUaServer:
             self._tasks = tasks
             started = False
             try:
+                await self._show(control.status())  # no client ever reads the address space's empty values
                 started = await self._listen(server)
                 await self._follow(control)
             finally:
@@ -371,7 +372,7 @@ class OpcUaServer:
         if server is None:
             return
         key = f"level:{level.current.nodeid.to_string()}"
-        if self._written.get(key) == name:
+        if key in self._written and self._written[key] == name:
             return
         self._written[key] = name
         if name is None:
