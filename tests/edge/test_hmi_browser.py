@@ -131,6 +131,7 @@ async def log_in(page: Any, hmi: str, name: str, secret: str) -> None:
     await expect(page.get_by_text(re.compile(rf"^{name} \("))).to_be_visible()
 
 
+@pytest.mark.timeout(180)  # a browser, a daemon and a simulated line: about 25 s here, more on a busy machine
 async def test_operator_runs_holds_and_unholds_and_qa_closes_the_batch_with_signatures(tmp_path: Path) -> None:
     from playwright.async_api import expect
 
