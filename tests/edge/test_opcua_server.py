@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from asyncua import Client, ua
 from asyncua.crypto.cert_gen import dump_private_key_as_pem, generate_private_key, generate_self_signed_app_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -106,7 +107,9 @@ class Line:
         client.application_uri = CLIENT_URI
         if secure:
             cert, key = certificate or self.client
-            await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key),
+            # Contents, not paths: asyncua reads paths in AnyIO worker threads that outlive the test.
+            await client.set_security(SecurityPolicyBasic256Sha256, CertProperties(cert.read_bytes(), "der"),
+                                      CertProperties(key.read_bytes(), "pem"),
                                       mode=ua.MessageSecurityMode.SignAndEncrypt)
         if user is not None:
             client.set_user(user)
