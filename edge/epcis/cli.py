@@ -75,7 +75,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     resend.add_argument("--operator", default=os.environ.get("USER"), metavar="NAME",
                         help="who asks, recorded with the re-send (default: $USER)")
     resend.add_argument("--reason", required=True, help="why, recorded with the re-send")
-    resend.add_argument("--api", metavar="URL", help="the running daemon's API, like http://127.0.0.1:8470")
+    resend.add_argument("--api", metavar="URL", help="the running daemon's API, like http://127.0.0.1:8470 (with the "
+                        "session kept by `lineside ctl login`, or --user)")
+    resend.add_argument("--user", metavar="NAME", help="log in as NAME for this command (with --api)")
     resend.set_defaults(handler=_cmd_resend)
 
 
@@ -331,10 +333,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_resend(args: argparse.Namespace) -> int:
     from edge.errors import EdgeError, StoreLockedError  # noqa: PLC0415
 
-    if not args.operator:
-        return _fail("give --operator NAME: a re-send is recorded with who asked for it")
     if args.api:
         return asyncio.run(_resend_remote(args))
+    if not args.operator:
+        return _fail("give --operator NAME: a re-send is recorded with who asked for it")
     try:
         config = _config(args)
         state_dir = _state_dir(args, config)
@@ -366,16 +368,18 @@ async def _resend_offline(args: argparse.Namespace, state_dir: Path) -> int:
 
 
 async def _resend_remote(args: argparse.Namespace) -> int:
-    import aiohttp  # noqa: PLC0415
+    from edge.api.client import ApiClient, ApiLoginError, ApiUnreachableError, path  # noqa: PLC0415
 
-    url = f"{args.api.rstrip('/')}/api/v1/epcis/deliveries/{args.target}/{args.batch}/resend"
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
-        url, json={"operator": args.operator, "reason": args.reason}
-    ) as response:
-        body = await response.json(content_type=None)
-    if response.status >= 400:
+    try:
+        async with ApiClient(args.api, user=args.user) as client:
+            status, body = await client.request(
+                "POST", path("epcis", "deliveries", args.target, args.batch, "resend"),
+                json_body={"reason": args.reason},
+            )
+    except (ApiLoginError, ApiUnreachableError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    if status >= 400:
         return _fail(str(body.get("error", body)) if isinstance(body, dict) else str(body),
-                     EXIT_BAD_INPUT if response.status in (400, 404) else EXIT_FAILED)
+                     EXIT_BAD_INPUT if status in (400, 401, 403, 404) else EXIT_FAILED)
     print(f"{body.get('messages', 0)} message(s) of batch {args.batch} queued again for {args.target}")
     return EXIT_OK
