@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 LEVELS = ("bundle", "case", "pallet")
 STATES = ("open", "closed", "destroyed")
 CHANGES = ("unpack", "replace", "destroy", "destroy-unit", "void-label", "close")
-"""Commands that change aggregation: each needs --operator and --reason."""
+"""Commands that change aggregation: each needs --reason; the daemon records the logged-in user with it."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,8 +43,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     where.add_argument("--api", metavar="URL", help="the running daemon's API, like http://127.0.0.1:8470")
     where.add_argument("-c", "--config", type=Path, metavar="FILE", help="the line configuration naming its API")
     common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--user", metavar="NAME", help="log in as NAME for this command (default: the session kept "
+                        "by `lineside ctl login`)")
     change = argparse.ArgumentParser(add_help=False, parents=[common])
-    change.add_argument("--operator", required=True, metavar="NAME", help="who does this, kept in the audit trail")
+    change.add_argument("--operator", metavar="NAME", help="who does this (default and only allowed value: the "
+                        "logged-in user); kept in the audit trail")
     change.add_argument("--reason", required=True, help="why, kept in the audit trail")
 
     agg = sub.add_parser("aggregation", help="containers, their contents and rework (through the daemon)")
@@ -104,7 +107,7 @@ def _api_url(args: argparse.Namespace) -> str:
 async def _remote(args: argparse.Namespace, url: str) -> int:
     from edge.api.client import ApiClient, ApiUnreachableError  # noqa: PLC0415 - keeps `lineside --help` fast
 
-    async with ApiClient(url) as client:
+    async with ApiClient(url, user=args.user) as client:
         try:
             await _command(args, client)
         except ApiUnreachableError as err:
@@ -158,7 +161,10 @@ async def _call(
 
 
 def _rework(args: argparse.Namespace) -> dict[str, Any]:
-    return {"operator": args.operator, "reason": args.reason}
+    body = {"reason": args.reason}
+    if args.operator:
+        body["operator"] = args.operator
+    return body
 
 
 def _code(typed: str) -> str:

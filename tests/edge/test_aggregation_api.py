@@ -504,10 +504,10 @@ def test_the_command_line_needs_the_daemon_and_who_and_why(capsys):
     assert "say where the daemon is: --api URL" in capsys.readouterr().err
     assert main(["aggregation", "list", "--api", "http://127.0.0.1:1"]) == 2
     assert "cannot reach the Lineside API at http://127.0.0.1:1" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:
-        main(["aggregation", "destroy", "#1", "--reason", "x", "--api", "http://127.0.0.1:1"])
+    with pytest.raises(SystemExit) as exited:  # a change says why; who is the logged-in user
+        main(["aggregation", "destroy", "#1", "--api", "http://127.0.0.1:1"])
     assert exited.value.code == 2
-    assert "--operator" in capsys.readouterr().err
+    assert "--reason" in capsys.readouterr().err
 
 
 def test_the_command_line_names_what_the_api_names():
