@@ -342,7 +342,8 @@ class OpcUaServer:
             await self._show_state(level, name, entered)
         counters = status["counters"]
         rejected: dict[str, int] = counters["rejected"]
-        reasons = [*(r.value for r in RejectReason), *(r for r in rejected if r not in RejectReason.__members__)]
+        known = [r.value for r in RejectReason]  # every reason from the start, so an entry's index never moves
+        reasons = [*known, *(r for r in rejected if r not in known)]
         count = _struct("PackMLCountDataType")
         processed = [count(ID=0, Name="packs", Count=_int32(counters["produced"]),
                            AccCount=_int32(counters["produced"]))]
@@ -402,8 +403,8 @@ class OpcUaServer:
             actor = caller()
             if actor is None:
                 return _bad(StatusCodes.BadUserAccessDenied)
-            return await self._as_caller(
-                actor, command.title, lambda line: line.command(command, actor, reason=f"OPC UA: {command.title}"))
+            why = f"{command.title} by {actor.name} over OPC UA"
+            return await self._as_caller(actor, command.title, lambda line: line.command(command, actor, reason=why))
 
         return call
 
