@@ -18,7 +18,13 @@ import aiohttp
 import pytest
 from argon2 import PasswordHasher
 from asyncua import Client, ua
-from asyncua.crypto.cert_gen import dump_private_key_as_pem, generate_private_key, generate_self_signed_app_certificate
+from asyncua.crypto.cert_gen import (
+    dump_private_key_as_pem,
+    generate_app_certificate_signing_request,
+    generate_private_key,
+    generate_self_signed_app_certificate,
+    sign_certificate_request,
+)
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
@@ -35,7 +41,7 @@ from edge.control.permissions import Actor, Role
 from edge.daemon import Daemon
 from edge.line.simulated import SimulatedLine
 from edge.opcua.certs import CertificateError, OpcUaPaths, application_uri, load_certificate, make_certificate
-from edge.opcua.server import state_levels
+from edge.opcua.server import keep_rejected, state_levels, trusted
 from edge.serials.states import BatchState
 from edge.store import Store
 from edge.supervisor import LinkState
@@ -433,3 +439,32 @@ def test_each_packml_state_shows_at_its_level_of_the_opc_30050_state_machines():
     assert state_levels(State.UNDEFINED) == (None, None, None)
     execute_level = {s for s in State if state_levels(s)[2] is not None}
     assert len(execute_level) == 12  # Resetting, Idle, Starting, Execute, ... as PackMLExecuteStateMachineType has
+
+
+def test_a_client_is_trusted_by_its_own_certificate_or_by_the_ca_that_signed_it(tmp_path):
+    trusted_dir = tmp_path / "trusted"
+    trusted_dir.mkdir()
+    ca_key = generate_private_key()
+    ca = generate_self_signed_app_certificate(ca_key, "site CA", {}, [], [], days=30)  # no key usages: a CA
+    leaf_key = generate_private_key()
+    request = generate_app_certificate_signing_request(
+        leaf_key, "mes", {}, [x509.UniformResourceIdentifier("urn:test:mes")], [ExtendedKeyUsageOID.CLIENT_AUTH])
+    signed = sign_certificate_request(request, ca, ca_key, days=30)
+    stranger_dir = tmp_path / "stranger"
+    stranger = x509.load_der_x509_certificate(client_certificate(stranger_dir, "stranger")[0].read_bytes())
+
+    assert not trusted(trusted_dir, signed)  # an empty directory trusts nobody
+    (trusted_dir / "site-ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (trusted_dir / "notes.txt").write_text("not a certificate")
+    (trusted_dir / "broken.der").write_bytes(b"not DER either")
+    assert trusted(trusted_dir, signed)
+    assert not trusted(trusted_dir, stranger)
+    (trusted_dir / "stranger.der").write_bytes(stranger.public_bytes(serialization.Encoding.DER))
+    assert trusted(trusted_dir, stranger)
+
+    rejected = tmp_path / "rejected"
+    rejected.mkdir()
+    kept = keep_rejected(rejected, stranger)
+    assert kept is not None
+    assert kept.name.startswith("stranger-")
+    assert keep_rejected(rejected, stranger) == kept  # once per certificate
