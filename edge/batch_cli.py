@@ -346,10 +346,13 @@ class _Remote:
 
 
 async def _local(args: argparse.Namespace, store: Store, line: str, catalog: Catalog) -> int:
+    from edge.control.audit import AuditTrail  # noqa: PLC0415
     from edge.serials.batches import BatchService  # noqa: PLC0415 - keeps `lineside --help` fast
     from edge.serials.ledger import SerialLedger  # noqa: PLC0415
 
-    backend = _Local(BatchService(SerialLedger(store, line_id=line), catalog))
+    service = BatchService(SerialLedger(store, line_id=line), catalog)
+    service.audit = AuditTrail(store).record  # offline changes are in the same audit trail as the daemon's
+    backend = _Local(service)
     async with asyncio.TaskGroup() as group:
         group.create_task(store.run(), name="store-writer")
         try:

@@ -163,9 +163,9 @@ class Daemon:
                         started_at=previous.started_at,
                     )
                 serials = root.create_task(ledger.run(), name="serial-ledger")
-                batches = self.batches = BatchService(ledger, catalog, low_water=self._low_water())
+                batches = self.batches = self._batch_service(ledger, catalog, store)
                 self.deliveries = await self._deliveries(store, catalog, batches)
-                await self._recover(ledger, unclean=previous is not None)
+                await self._recover(ledger, batches, unclean=previous is not None)
                 if self.aggregation is not None:
                     await self.aggregation.recover()
                 control = self.control = self._line_control(batches, store)
@@ -238,6 +238,12 @@ class Daemon:
         driver = None if attached is None else attached.driver
         return driver if isinstance(driver, LineIo) else None
 
+    def _batch_service(self, ledger: SerialLedger, catalog: Catalog, store: Store) -> BatchService:
+        """Return the batch service, its low-water hook and its audit trail set."""
+        batches = BatchService(ledger, catalog, low_water=self._low_water())
+        batches.audit = (self._audit or _audit_trail)(store)
+        return batches
+
     def _low_water(self) -> LowWaterHook:
         """Return what runs when a serial pool runs low: the site's request command, or a log line."""
         pool = self.config.serial_pool
@@ -293,7 +299,12 @@ class Daemon:
                 return True
         return False
 
-    async def _recover(self, ledger: SerialLedger, *, unclean: bool) -> None:
+    async def _recover(self, ledger: SerialLedger, batches: BatchService, *, unclean: bool) -> None:
+        audit = batches.audit
+        if audit is not None:
+            # The configuration this run works with, by its hash: a reviewer sees every change between runs.
+            await audit(None, "daemon.start", self.config.line.id, {
+                "version": __version__, "config_sha256": self._config_sha256, "after_crash": unclean})
         # Units between printer and camera when the daemon last stopped have no verdict and never will:
         # they are in doubt until re-inspected or decommissioned, after a crash or a clean stop alike.
         why = "daemon restarted after a crash" if unclean else "daemon restarted"
@@ -301,6 +312,9 @@ class Daemon:
         if self.in_doubt_at_start:
             _LOG.warning("serials in doubt after restart: re-inspect or decommission them",
                          in_doubt=self.in_doubt_at_start)
+            if audit is not None:
+                await audit(None, "serial.in-doubt", self.config.line.id,
+                            {"count": self.in_doubt_at_start, "why": why})
 
     async def _drain(
         self,

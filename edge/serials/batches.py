@@ -28,7 +28,7 @@ from edge.serials.workorder import load_work_order_text, with_overage
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from edge.markets.models import MarketPack
     from edge.products.load import Catalog
@@ -122,6 +122,14 @@ def returns_to_pool(batch: BatchRow) -> bool:
     return batch.serial_source != "local"
 
 
+class AuditRecord(Protocol):
+    """The audit trail's record(actor, action, subject, details)."""
+
+    def __call__(
+        self, actor: str | None, action: str, subject: str, details: Mapping[str, object], /
+    ) -> Awaitable[int]: ...
+
+
 class BatchService:
     """Work orders, batch life cycle and serial imports for one line, over its serial ledger."""
 
@@ -137,6 +145,8 @@ class BatchService:
         self.catalog = catalog
         self._low_water = low_water
         self._today = today
+        self.audit: AuditRecord | None = None
+        """Where batch actions and serial exceptions are recorded (the audit trail), when the line keeps one."""
         self.closed_listeners: list[Callable[[int], None]] = []
         """Called with the batch id once a batch is durably closed (upstream delivery starts at once)."""
 
@@ -169,7 +179,10 @@ class BatchService:
         batch_id = await self.ledger.create_batch(new, operator=operator)
         _LOG.info("batch created", batch=batch_id, work_order=order.work_order, product=product.id, lot=order.lot,
                   quantity=order.quantity, market=market.id, operator=operator)
-        return await self.ledger.batch(batch_id)
+        created = await self.ledger.batch(batch_id)
+        await self._audited(operator, "batch.create", created, {"product": product.id, "lot": order.lot,
+                                                                "quantity": order.quantity, "market": market.id})
+        return created
 
     async def import_work_order(self, text: str, source: str, *, operator: str | None = None) -> BatchRow:
         """Parse a work order and create its batch; ConfigError or BatchError say what is wrong."""
@@ -186,6 +199,8 @@ class BatchService:
         await self.ledger.release(batch.id, plan, operator=operator)
         _LOG.info("batch released", batch=batch.id, serials=plan.count, origin=plan.origin.name.lower(),
                   operator=operator)
+        await self._audited(operator, "batch.release", batch, {"serials": plan.count,
+                                                               "origin": plan.origin.name.lower()})
         if plan.origin in (Origin.UPSTREAM, Origin.EXTERNAL_CODE):
             await self.check_low_water(product)
         return await self.ledger.batch(batch.id)
@@ -195,20 +210,24 @@ class BatchService:
         batch = await self.ledger.batch(ref)
         reason = "resumed" if batch.state is BatchState.PAUSED else "started"
         await self.ledger.set_state(batch.id, BatchState.RUNNING, reason=reason, operator=operator)
+        await self._audited(operator, "batch.resume" if reason == "resumed" else "batch.start", batch, {})
         return await self.ledger.batch(batch.id)
 
     async def pause(self, ref: int | str, *, operator: str | None = None) -> BatchRow:
         """Pause a running batch."""
         batch = await self.ledger.batch(ref)
         await self.ledger.set_state(batch.id, BatchState.PAUSED, reason="paused", operator=operator)
+        await self._audited(operator, "batch.pause", batch, {})
         return await self.ledger.batch(batch.id)
 
     async def complete(self, ref: int | str, *, operator: str | None = None) -> dict[str, Any]:
         """Stop the batch drawing serials; return its reconciliation (serials in flight are now in doubt)."""
         batch = await self.ledger.batch(ref)
         in_doubt = await self.ledger.complete(batch.id, operator=operator)
+        await self._audited(operator, "batch.complete", batch, {"in_doubt": in_doubt})
         if in_doubt:
             _LOG.warning("serials in doubt at batch completion", batch=batch.id, in_doubt=in_doubt)
+            await self._audited(None, "serial.in-doubt", batch, {"count": in_doubt, "why": "in flight at completion"})
         return await self.ledger.reconciliation(batch.id)
 
     async def decommission_in_doubt(self, ref: int | str, *, reason: str, operator: str | None) -> dict[str, Any]:
@@ -216,6 +235,7 @@ class BatchService:
         batch = await self.ledger.batch(ref)
         count = await self.ledger.decommission_in_doubt(batch.id, operator=operator, reason=reason)
         _LOG.warning("in-doubt serials decommissioned", batch=batch.id, count=count, operator=operator, reason=reason)
+        await self._audited(operator, "serial.decommission", batch, {"count": count, "reason": reason})
         return await self.ledger.reconciliation(batch.id)
 
     async def close(self, ref: int | str, *, operator: str | None = None) -> dict[str, Any]:
@@ -223,6 +243,7 @@ class BatchService:
         batch = await self.ledger.batch(ref)
         report = await self.ledger.close(batch.id, operator=operator, return_to_pool=returns_to_pool(batch))
         _LOG.info("batch closed", batch=batch.id, equation=report["equation"], operator=operator)
+        await self._audited(operator, "batch.close", batch, {"equation": report["equation"]})
         for listener in self.closed_listeners:
             listener(batch.id)
         return report
@@ -231,6 +252,7 @@ class BatchService:
         """Cancel a batch that never ran; its serials are returned."""
         batch = await self.ledger.batch(ref)
         await self.ledger.cancel(batch.id, reason=reason, operator=operator, return_to_pool=returns_to_pool(batch))
+        await self._audited(operator, "batch.cancel", batch, {"reason": reason})
         return await self.ledger.batch(batch.id)
 
     # -- reading --------------------------------------------------------------------------------
@@ -284,7 +306,15 @@ class BatchService:
         )
         available = await self.ledger.pool_available(parsed.gtin)
         _LOG.info("serials imported", gtin=parsed.gtin, count=count, source=source, operator=operator, **available)
+        if self.audit is not None:
+            await self.audit(operator, "serial.import", f"GTIN {parsed.gtin}",
+                             {"count": count, "source": source, "product": chosen.id})
         return {"gtin": parsed.gtin, "product": chosen.id, "imported": count, "available": available}
+
+    async def _audited(self, operator: str | None, action: str, batch: BatchRow, details: dict[str, Any]) -> None:
+        """Record a batch action in the audit trail (after it is durable: the trail says what happened)."""
+        if self.audit is not None:
+            await self.audit(operator, action, f"batch {batch.id} ({batch.work_order})", details)
 
     async def check_low_water(self, product: Product) -> bool:
         """Call the low-water hook when the product's pool is below its mark; tell whether it was."""

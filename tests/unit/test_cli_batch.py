@@ -108,6 +108,18 @@ def test_the_life_cycle_offline(tmp_path, capsys, offline):
     assert "allocated 51 = commissioned 0 + decommissioned 0 + returned 51" in out
     assert "by qa-anna: balanced" in out
 
+    # Every change is in the audit trail, by whom, and the trail's hash chain is whole.
+    assert main(["audit", "verify", "--state-dir", str(offline[1])]) == 0
+    capsys.readouterr()
+    assert main(["audit", "export", "--format", "json", "--state-dir", str(offline[1])]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    entries = entries["entries"] if isinstance(entries, dict) else entries
+    actions = [(e["actor"], e["action"]) for e in entries if e["action"].startswith("batch.")]
+    assert actions[:2] == [("jdoe", "batch.create"), (actions[1][0], "batch.release")]
+    assert [a for _, a in actions] == ["batch.create", "batch.release", "batch.start", "batch.pause", "batch.resume",
+                                       "batch.complete", "batch.close"]
+    assert actions[-1][0] == "qa-anna"
+
     page = tmp_path / "report.html"
     code, _, err = run(capsys, "report", "WO-1", "--html", page, *offline)
     assert code == 0
