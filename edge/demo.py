@@ -1,10 +1,19 @@
-"""The embedded demo: the line controller and a simulator of every device, in one process."""
+"""The embedded demo: the line controller and a simulator of every device, in one process.
+
+With ``resume`` the demo carries on the batch it left unfinished in its state directory (after a crash, a
+kill, a power cut) instead of starting another: the daemon's recovery has put the units that were in flight in
+doubt, and the demo goes on from what the store says is done. It makes the packs still missing, completes the
+batch, decommissions what is in doubt, closes the last case and pallet short, closes the batch and waits for
+its EPCIS to arrive upstream; the simulated repository keeps its events in the state directory too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import json
+import os
 import secrets
 import signal
 import tempfile
@@ -19,10 +28,11 @@ from edge.config import StorageConfig, load_config
 from edge.control.packml import Command, State
 from edge.control.permissions import Actor, Role
 from edge.daemon import Daemon, printable
-from edge.errors import ConfigError, EdgeError
+from edge.errors import BatchNotFoundError, ConfigError, EdgeError
 from edge.gs1.element import parse
 from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
+from edge.serials.states import BatchState, SerialState
 from edge.supervisor import LinkState
 from simulators.catalog import SIMULATORS, simulator_for
 from simulators.epcis_upstream import EpcisUpstream
@@ -31,6 +41,8 @@ from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from edge.aggregation.ops import ContainerRow
     from edge.config import LineConfig
     from edge.control.line import LineControl
@@ -66,6 +78,14 @@ END_OF_BATCH_WAIT_S = 30.0
 DELIVERY_WAIT_S = 60.0
 DEMO_ACTOR = Actor("demo", Role.SUPERVISOR)
 """The demo runs the line as its shift supervisor does: reset, start, complete."""
+DEMO_BATCH_FILE = "demo-batch.json"
+"""In the state directory: the work order of the demo's batch and the packs it makes, for resume to carry on."""
+UPSTREAM_DIR = "upstream"
+"""In the state directory, when resuming: the simulated repository's stored events, kept across restarts."""
+MADE = (SerialState.COMMISSIONED, SerialState.REJECTED, SerialState.SAMPLED, SerialState.DESTROYED)
+"""States of serials whose pack was judged, unless they got there from in doubt (decommissioned, re-inspected)."""
+PRODUCING = frozenset({BatchState.RELEASED, BatchState.RUNNING, BatchState.PAUSED})
+"""Batch states in which the demo still has packs to make."""
 
 
 class LineLeftExecuteError(EdgeError):
@@ -82,6 +102,21 @@ class DemoRun:
     defect_every: int = DEFAULT_DEFECT_EVERY
     """A reject-worthy defect on every nth pack (0: none), cosmetic ones in between."""
     duration_s: float | None = None
+    resume: bool = False
+    """Carry on the batch left unfinished in the state directory (start one when there is none)."""
+    spare: int = 0
+    """Serials allocated beyond the packs and the printer's buffer: a restart puts what was in flight in doubt."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOrder:
+    """The demo's batch as written down before it was imported: what a resumed demo carries on."""
+
+    work_order: str
+    units: int
+    """Packs the batch makes (judged, good or rejected)."""
+    quantity: int
+    """Serials the work order asks for: the packs, the printer's buffer and the spare."""
 
 
 def run_demo(
@@ -121,8 +156,10 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
     async with contextlib.AsyncExitStack() as stack:
         upstream = None
         if config.upstream.targets:
-            # The site's EPCIS repository, simulated: every capture target of the demo config points at it.
-            upstream = await stack.enter_async_context(EpcisUpstream())
+            # The site's EPCIS repository, simulated: every capture target of the demo config points at it. A
+            # resumed demo's repository remembers what it stored before, as a real one does.
+            storage = config.storage.state_dir / UPSTREAM_DIR if run.resume else None
+            upstream = await stack.enter_async_context(EpcisUpstream(storage=storage))
             targets = tuple(t.model_copy(update={"url": upstream.url}) if t.kind == "capture" else t
                             for t in config.upstream.targets)
             config = config.model_copy(update={"upstream": config.upstream.model_copy(update={"targets": targets})})
@@ -133,56 +170,39 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
 async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None) -> int:
     config = line.config
     printer = line.printer
-    stations = _aggregation_devices(config)
-    # The hand scanner at the packing station reads unit codes; the label and pallet scanners read labels.
-    scanners = [sim for dev_id, sim in line.sims.items() if isinstance(sim, WedgeScannerSim) and dev_id not in stations]
     outcome: dict[str, Any] = {}
     daemon: Daemon
 
     async def production() -> None:
         await daemon.ready.wait()
-        async with asyncio.timeout(CONNECT_WAIT_S):
-            for sim in line.sims.values():
-                await sim.wait_for_connection()
-            if line.plc is not None:
-                await line.plc.wait_for_connection()
-            # Every device online (the simulated camera has no link to wait on) before packs arrive.
-            while any(s.status.state is not LinkState.ONLINE for s in daemon.supervisors):  # noqa: ASYNC110
-                await asyncio.sleep(PROGRESS_POLL_S / 50)
-        batches, control = daemon.batches, daemon.control
-        if batches is None or control is None or printer is None:
+        await _connected(line, daemon)
+        batches = daemon.batches
+        if batches is None or daemon.control is None or printer is None:
             _LOG.warning("nothing to print: the demo line has no printer")
             return
         # The feeder keeps the printer's buffer filled ahead of the packs: a batch of exactly `units` would run
         # dry (and hold the line) before the last pack came. What the buffer holds at the end is decommissioned,
         # the serials never sent are returned.
-        order = DEMO_ORDER.format(work_order=f"DEMO-{secrets.token_hex(3).upper()}", line=config.line.id,
-                                  quantity=run.units + printer.engine.depth)
-        batch = await batches.import_work_order(order, "demo work order", operator="demo")
-        await batches.release(batch.id, operator="demo")
-        if not await _start(control, batch):
-            daemon.request_shutdown()
-            return
-        reads: asyncio.Queue[bytes] = asyncio.Queue(maxsize=SCAN_QUEUE)
-        # The hand scanner at the packing station reads back what the printer printed.
-        printer.engine.on_print.append(lambda printed: _offer(reads, printed.fields[0][1].encode("latin-1")))
+        order = await _demo_order(config.storage.state_dir, run, printer.engine.depth)
+        batch, resumed = await _demo_batch(batches, order, config.line.id)
         _packaging(line, daemon, run)
         async with asyncio.TaskGroup() as tasks:
-            belt = tasks.create_task(line.world.run(run.ppm), name="demo belt")
-            scanning = tasks.create_task(_scan(reads, scanners), name="demo scanner")
             labelling = tasks.create_task(line.run_packaging(), name="demo labellers")
-            if not await _run_out(line, run.units, control):
-                daemon.request_shutdown()
-                for task in (belt, scanning, labelling):
-                    task.cancel()
-                return
-            belt.cancel()
-            scanning.cancel()
-            await _settled(line, daemon)
-            await _end_of_batch(daemon, batch.id)
-            labelling.cancel()
-        outcome.update(await _summary(batches, batch.id, line, daemon))
-        outcome.update(await _close_and_deliver(batches, batch.id, daemon, upstream, outcome["problems"]))
+            try:
+                if run.resume:
+                    await _destroy_lost_good_packs(daemon, batch)
+                    await _palletise_closed_cases(line, daemon, batch.id)
+                if batch.state in PRODUCING and not await _produce(line, daemon, run, batch, order, resumed=resumed):
+                    daemon.request_shutdown()
+                    return
+                if (await batches.ledger.batch(batch.id)).state is BatchState.COMPLETING:
+                    # Completed before a restart: everything was closed then, unless a label was in doubt.
+                    await _end_of_batch(daemon, batch.id, labels_in_doubt=True)
+            finally:
+                labelling.cancel()
+        outcome.update(await _summary(batches, batch.id, line, daemon, order))
+        outcome.update(await _close_and_deliver(batches, batch.id, daemon, upstream, outcome["problems"],
+                                                durable_upstream=run.resume))
         daemon.request_shutdown()
 
     async def stop_after() -> None:
@@ -194,12 +214,159 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
 
     daemon = Daemon(config, config_sha256=config_sha256, services=[production, stop_after])
     _LOG.info("demo starting", devices=len(config.devices), state_dir=str(config.storage.state_dir), units=run.units,
-              ppm=run.ppm)
+              ppm=run.ppm, resume=run.resume)
     code = await daemon.run()
     if not outcome:
         return code or 1
     _print_summary(outcome)
     return code if not outcome["problems"] else 1
+
+
+async def _connected(line: SimulatedLine, daemon: Daemon) -> None:
+    """Return once every simulator has the daemon connected and every device is online."""
+    async with asyncio.timeout(CONNECT_WAIT_S):
+        for sim in line.sims.values():
+            await sim.wait_for_connection()
+        if line.plc is not None:
+            await line.plc.wait_for_connection()
+        # Every device online (the simulated camera has no link to wait on) before packs arrive.
+        while any(s.status.state is not LinkState.ONLINE for s in daemon.supervisors):  # noqa: ASYNC110
+            await asyncio.sleep(PROGRESS_POLL_S / 50)
+
+
+async def _demo_order(state_dir: Path, run: DemoRun, depth: int) -> DemoOrder:
+    """Return the demo's batch left in state_dir when resuming, else a new one, written down before it exists."""
+    path = state_dir / DEMO_BATCH_FILE
+    if run.resume:
+        try:
+            data = json.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        else:
+            return DemoOrder(str(data["work_order"]), int(data["units"]), int(data["quantity"]))
+    order = DemoOrder(f"DEMO-{secrets.token_hex(3).upper()}", run.units, run.units + depth + max(0, run.spare))
+    # Durable before the batch is imported: a demo killed in between imports this same order when resumed.
+    await asyncio.to_thread(_write_durably, path, json.dumps(
+        {"work_order": order.work_order, "units": order.units, "quantity": order.quantity}))
+    return order
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Replace path with text atomically and durably (a kill leaves the old file or the new, never half of one)."""
+    part = path.with_name(path.name + ".part")
+    with part.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    part.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+async def _demo_batch(batches: BatchService, order: DemoOrder, line_id: str) -> tuple[BatchRow, bool]:
+    """Return the order's batch released (or further on), importing and releasing it as far as it has not been.
+
+    The flag tells whether the batch existed before this run (it is carried on).
+    """
+    resumed = True
+    try:
+        batch = await batches.ledger.batch(order.work_order)
+    except BatchNotFoundError:
+        resumed = False
+        text = DEMO_ORDER.format(work_order=order.work_order, line=line_id, quantity=order.quantity)
+        batch = await batches.import_work_order(text, "demo work order", operator="demo")
+    else:
+        counts = await batches.ledger.counts(batch.id)
+        made = await batches.ledger.store.read(lambda conn: packs_made(conn, batch.id))
+        _LOG.info("demo resuming its batch", batch=batch.id, work_order=batch.work_order, state=batch.state.value,
+                  made=made, units=order.units, in_doubt=counts["in_doubt"])
+    if batch.state is BatchState.CREATED:
+        batch = await batches.release(batch.id, operator="demo")  # allocation resumes where a kill left it
+    return batch, resumed
+
+
+async def _produce(line: SimulatedLine, daemon: Daemon, run: DemoRun, batch: BatchRow, order: DemoOrder, *,
+                   resumed: bool) -> bool:
+    """Start the line on the batch and make the packs the store does not have yet; False (logged) if it stopped."""
+    batches, control, printer = daemon.batches, daemon.control, line.printer
+    if batches is None or control is None or printer is None:  # pragma: no cover - checked by the caller
+        raise RuntimeError("the demo produces only with a printer, batches and a line control")
+    config = line.config
+    stations = _aggregation_devices(config)
+    # The hand scanner at the packing station reads unit codes; the label and pallet scanners read labels.
+    scanners = [sim for dev_id, sim in line.sims.items() if isinstance(sim, WedgeScannerSim) and dev_id not in stations]
+    # Counted in the store, not by this process: packs judged before a restart are made, the ones in flight are
+    # lost (in doubt) and made again.
+    packs = order.units - await batches.ledger.store.read(lambda conn: packs_made(conn, batch.id))
+    left = (await batches.ledger.counts(batch.id))["allocated"]
+    if packs > left:
+        _LOG.warning("the batch has too few serials left for its packs; making what they allow",
+                     packs=packs, serials_left=left, hint="give --spare for restarts")
+        packs = left
+    if not await _start(control, batch):
+        return False
+    reads: asyncio.Queue[bytes] = asyncio.Queue(maxsize=SCAN_QUEUE)
+    # The hand scanner at the packing station reads back what the printer printed.
+    printer.engine.on_print.append(lambda printed: _offer(reads, printed.fields[0][1].encode("latin-1")))
+    async with asyncio.TaskGroup() as tasks:
+        scanning = tasks.create_task(_scan(reads, scanners), name="demo scanner")
+        belt = tasks.create_task(line.world.run(run.ppm), name="demo belt") if packs > 0 else None
+        if belt is not None and not await _run_out(line, packs, control):
+            for task in (belt, scanning):
+                task.cancel()
+            return False
+        if belt is not None:
+            belt.cancel()
+        scanning.cancel()
+        await _settled(line, daemon)
+        # Nothing left to make after a restart: the last case and pallet may have been closed short before it,
+        # their labels sent and never verified.
+        await _end_of_batch(daemon, batch.id, labels_in_doubt=resumed and packs <= 0)
+    return True
+
+
+async def _destroy_lost_good_packs(daemon: Daemon, batch: BatchRow) -> None:
+    """Destroy the units commissioned before a restart that reached no case: their packs were lost with the process.
+
+    A good pack is packed once it has passed the reject station; one between the camera and the case packer when
+    the process died is no longer on the (simulated) belt, and an operator clearing a real belt would not know
+    which case it belongs to. Only a line that packs every good pack in sequence has such packs.
+    """
+    agg, batches = daemon.aggregation, daemon.batches
+    if agg is None or agg.packer is None or batches is None or batch.state not in (*PRODUCING, BatchState.COMPLETING):
+        return
+    lost = await batches.ledger.store.read(lambda conn: _unpacked_good(conn, batch.id))
+    if lost:
+        _LOG.warning("good packs lost with the process before the case packer: their units are destroyed",
+                     batch=batch.id, units=len(lost))
+        await batches.ledger.move(lost, SerialState.DESTROYED, operator="demo", batch_id=batch.id,
+                                  reason="good pack between the camera and the case packer when the line controller "
+                                         "was killed: lost with the process")
+
+
+def _unpacked_good(conn: sqlite3.Connection, batch_id: int) -> list[int]:
+    """Return the batch's commissioned units in no container."""
+    return [int(row[0]) for row in conn.execute(
+        "SELECT s.id FROM serial AS s WHERE s.batch_id = ? AND s.state = ? AND NOT EXISTS"
+        " (SELECT 1 FROM aggregation_member AS m WHERE m.serial_id = s.id AND m.unpacked_event IS NULL)"
+        " ORDER BY s.id", (batch_id, int(SerialState.COMMISSIONED)))]
+
+
+async def _palletise_closed_cases(line: SimulatedLine, daemon: Daemon, batch_id: int) -> None:
+    """Scan the cases closed before a restart that reached no pallet: their scans were lost with the process."""
+    agg, config = daemon.aggregation, line.config.aggregation
+    if agg is None or config is None or config.pallets is None:
+        return
+    scanner = line.sims.get(config.pallets.scanner)
+    if not isinstance(scanner, WedgeScannerSim):
+        return
+    for case in await agg.aggregation.containers_of_batch(batch_id, level="case", state="closed"):
+        if case.parent_id is None:
+            _LOG.info("case closed before the restart scanned onto the pallet", case=case.name)
+            await scanner.scan(b"00" + case.identifier.encode("ascii"))
 
 
 async def _settled(line: SimulatedLine, daemon: Daemon) -> None:
@@ -247,8 +414,12 @@ def _packaging(line: SimulatedLine, daemon: Daemon, run: DemoRun) -> None:
     agg.case_labels.on_closed.append(scan_onto_pallet)
 
 
-async def _end_of_batch(daemon: Daemon, batch_id: int) -> None:
-    """Close the last, short case and pallet as an operator does at the batch's end; wait for their labels."""
+async def _end_of_batch(daemon: Daemon, batch_id: int, *, labels_in_doubt: bool = False) -> None:
+    """Close the last, short case and pallet as an operator does at the batch's end; wait for their labels.
+
+    labels_in_doubt: a label may have been sent for them before a restart (the line controller cannot tell, see
+    `AggregationLine.recover`), so the operator voids their SSCCs first and no two labels ever carry one.
+    """
     agg = daemon.aggregation
     if agg is None:
         return
@@ -262,36 +433,94 @@ async def _end_of_batch(daemon: Daemon, batch_id: int) -> None:
                     await asyncio.sleep(PROGRESS_POLL_S / 50)
             current = station.current
             if current is not None:
+                if labels_in_doubt:
+                    await agg.aggregation.void_label(
+                        current.id, operator="demo", station=f"{level}-labeller",
+                        reason="label in doubt: the line controller was killed while the container may have waited "
+                               "for its short label")
                 await agg.close_short(current, "demo", "end of batch")
         await agg.wait_labelled()
 
 
 async def _close_and_deliver(batches: BatchService, batch_id: int, daemon: Daemon, upstream: EpcisUpstream | None,
-                             problems: list[str]) -> dict[str, Any]:
-    """Complete, reconcile and close the batch as an operator does, then wait for its EPCIS to arrive upstream."""
+                             problems: list[str], *, durable_upstream: bool = False) -> dict[str, Any]:
+    """Complete, reconcile and close the batch as an operator does, then wait for its EPCIS to arrive upstream.
+
+    Each step is skipped when the store says it was done before a restart. durable_upstream: the repository
+    holds what it stored before this process (every batch delivered from this state directory).
+    """
     control = daemon.control
-    if control is not None and await control.command(Command.COMPLETE, DEMO_ACTOR,
-                                                     reason="the demo's packs are through") is not State.COMPLETE:
+    state = (await batches.ledger.batch(batch_id)).state
+    if state in (BatchState.RUNNING, BatchState.PAUSED) and control is not None and await control.command(
+            Command.COMPLETE, DEMO_ACTOR, reason="the demo's packs are through") is not State.COMPLETE:
         problems.append(f"the line did not complete: {control.status()['reason']}")
     report = await batches.status(batch_id)
     doubt = report["counts"]["in_doubt"]
     if doubt:
-        # The infeed stopped, so what the printer still held was never on a pack; the feeder cleared it.
-        await batches.decommission_in_doubt(batch_id, operator="demo",
-                                            reason="left in the printer's buffer at batch end and cleared")
-    try:
-        closed = await batches.close(batch_id, operator="demo")
-    except EdgeError as err:
-        problems.append(f"the batch did not close: {err}")
-        return {"closed": None, "delivery": []}
+        why = await batches.ledger.store.read(lambda conn: _in_doubt_causes(conn, batch_id))
+        await batches.decommission_in_doubt(batch_id, operator="demo", reason=why)
+    if report["batch"]["state"] == BatchState.CLOSED.value:
+        closed = await batches.ledger.reconciliation(batch_id)
+    else:
+        try:
+            closed = await batches.close(batch_id, operator="demo")
+        except EdgeError as err:
+            problems.append(f"the batch did not close: {err}")
+            return {"closed": None, "delivery": []}
     delivery = await _delivered(daemon, batch_id, problems)
     if upstream is not None and delivery:
         stored = len(upstream.stored_events)
-        events = sum(row["events"] for row in delivery)
+        events = 0
+        for ref in await batches.ledger.batches() if durable_upstream else [await batches.ledger.batch(batch_id)]:
+            if ref.state is BatchState.CLOSED:
+                events += sum(int(row["events"] or 0) for row in await _delivery_rows(daemon, ref.id)
+                              if row["state"] == "delivered")
         if stored != events:
-            problems.append(f"upstream holds {stored} events, the batch has {events}")
+            problems.append(f"upstream holds {stored} events, the delivered batches have {events}")
     return {"closed": closed["equation"], "in_doubt_decommissioned": doubt, "delivery": delivery,
             "upstream_validated": upstream.validated_by if upstream is not None else None}
+
+
+def packs_made(conn: sqlite3.Connection, batch_id: int) -> int:
+    """Return how many of the batch's packs were judged, in every run (not those in doubt, decommissioned later)."""
+    marks = ", ".join("?" * len(MADE))
+    row = conn.execute(
+        f"SELECT count(*) FROM serial AS s WHERE s.batch_id = ? AND s.state IN ({marks})"  # noqa: S608 - only ? marks
+        " AND NOT EXISTS (SELECT 1 FROM serial_history AS h WHERE h.serial_id = s.id AND h.from_state = ?)",
+        (batch_id, *(int(state) for state in MADE), int(SerialState.IN_DOUBT)),
+    ).fetchone()
+    return int(row[0])
+
+
+def _in_doubt_causes(conn: sqlite3.Connection, batch_id: int) -> str:
+    """Say why the batch's in-doubt serials are in doubt, with how many for each cause (the decommission reason)."""
+    rows = conn.execute(
+        "SELECT t.reason, count(*) FROM serial AS s JOIN serial_history AS h ON h.serial_id = s.id"
+        " JOIN transition AS t ON t.id = h.transition_id WHERE s.batch_id = ? AND s.state = ? AND t.to_state = ?"
+        " GROUP BY t.reason ORDER BY t.reason",
+        (batch_id, int(SerialState.IN_DOUBT), int(SerialState.IN_DOUBT)),
+    ).fetchall()
+    causes: Counter[str] = Counter()
+    for reason, count in rows:
+        if "after a crash" in reason:
+            # The daemon's recovery: between printer and reject station when the process died.
+            causes["in flight when the line controller was killed: their packs were lost with the process"] += count
+        elif "batch was completed" in reason:
+            # The infeed stopped, so what the printer still held was never on a pack; the feeder cleared it.
+            causes["left in the printer's buffer at batch end and cleared"] += count
+        else:
+            causes[reason] += count
+    return "; ".join(f"{count} {cause}" for cause, count in causes.items())
+
+
+async def _delivery_rows(daemon: Daemon, batch_id: int) -> list[dict[str, Any]]:
+    """Return the batch's delivery status per target."""
+    store = daemon.store
+    if store is None:
+        return []
+    from edge.sync import outbox  # noqa: PLC0415 - delivery state only matters at the end
+
+    return await store.read(lambda conn: outbox.batch_status(conn, batch_id=batch_id))
 
 
 async def _delivered(daemon: Daemon, batch_id: int, problems: list[str]) -> list[dict[str, Any]]:
@@ -380,7 +609,8 @@ def _offer(reads: asyncio.Queue[bytes], code: bytes) -> None:
         reads.put_nowait(code)
 
 
-async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, daemon: Daemon) -> dict[str, Any]:
+async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, daemon: Daemon, order: DemoOrder
+                   ) -> dict[str, Any]:
     world = line.world
     states = await batches.ledger.counts(batch_id)
     printer = line.printer
@@ -411,6 +641,8 @@ async def _summary(batches: BatchService, batch_id: int, line: SimulatedLine, da
     packed = await _packed(daemon, batch_id, [s for s in shipped if s is not None], problems)
     return {
         "batch": batch_id,
+        "made": await batches.ledger.store.read(lambda conn: packs_made(conn, batch_id)),
+        "units": order.units,
         **packed,
         "packs": len(left),
         "shipped": len(world.shipped),
@@ -457,6 +689,8 @@ async def _packed(daemon: Daemon, batch_id: int, shipped: list[int], problems: l
 def _print_summary(outcome: dict[str, Any]) -> None:
     lines = [
         f"batch {outcome['batch']}: {outcome['packs']} packs off the belt, {outcome['printed_by_device']} printed",
+        (f"packs settled by serial in the store, every run: {outcome['made']} of {outcome['units']} asked "
+         "(a reject whose code could not be read settles at close)"),
         f"good, to the case packer: {outcome['shipped']}",
         f"rejected: {outcome['rejected']}"
         + ("  (" + ", ".join(f"{r} {n}" for r, n in sorted(outcome["reasons"].items())) + ")"

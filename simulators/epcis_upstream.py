@@ -24,6 +24,11 @@ without it or its schemas, a structural check stands in (with a warning). The de
 ``edge.epcis.hashing.document_events_with_ids``, likewise, with a stand-in hash that is stable but is not the
 CBV event hash. Both are injectable.
 
+With a storage directory (``storage=``), the repository survives its process: each capture's stored events are
+appended to ``events.jsonl`` there (one JSON line per event, then one line closing the capture) and fsynced
+before the capture is answered, and the file is read back at start (`read_event_log`). A capture whose closing
+line is missing (the process was killed while writing it) was never answered, so it is dropped.
+
 Standalone: ``python -m simulators.epcis_upstream --port 8090 [--token T] [--cert C --key K]``.
 """
 
@@ -37,6 +42,7 @@ import hashlib
 import hmac
 import importlib
 import json
+import os
 import signal
 import ssl
 import sys
@@ -55,10 +61,12 @@ from edge.log import configure as configure_logging
 from simulators.base import LOOPBACK
 
 __all__ = [
+    "EVENTS_FILE",
     "DropConnection",
     "EpcisUpstream",
     "ErrorStatus",
     "EventIdExtractor",
+    "EventLog",
     "GarbageAnswer",
     "Hang",
     "JobFails",
@@ -72,6 +80,7 @@ __all__ = [
     "Validator",
     "basic_event_ids",
     "fault_from_json",
+    "read_event_log",
     "server_ssl_context",
     "structural_problems",
 ]
@@ -396,6 +405,119 @@ class _Examined:
     """(ID held under, stated ID, hash) per event, in document order."""
 
 
+EVENTS_FILE: Final = "events.jsonl"
+"""The stored events in a storage directory: a line per event, then a line closing its capture."""
+_CAPTURE_PREFIX: Final = "job-"
+
+
+class EventLogError(ValueError):
+    """A storage directory's event log cannot be read back: names the file, the line and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogContents:
+    """What an event log holds: every event of every closed capture, the last capture number, the bytes used."""
+
+    events: list[StoredEvent]
+    last_capture: int
+    end: int
+    """Bytes up to the end of the last closed capture: anything after it was never answered."""
+
+
+def read_event_log(path: Path) -> EventLogContents:
+    """Return the events of the captures closed in the log at path (empty when there is none); EventLogError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return EventLogContents([], 0, 0)
+    events: list[StoredEvent] = []
+    pending: list[StoredEvent] = []
+    last_capture = end = offset = 0
+    # Every capture is written at once: only its tail may be missing (a line cut short, or no closing line).
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        offset += len(line) + 1
+        try:
+            record = _log_record(line)
+        except (ValueError, KeyError, TypeError) as err:
+            raise EventLogError(f"{path}:{number}: not a stored event or capture: {err}") from None
+        if isinstance(record, StoredEvent):
+            pending.append(record)
+            continue
+        capture_id, count = record
+        if count != len(pending) or any(e.capture_id != capture_id for e in pending):
+            raise EventLogError(f"{path}:{number}: capture {capture_id} closes {count} events, "
+                                f"{len(pending)} precede it")
+        events.extend(pending)
+        pending = []
+        last_capture = max(last_capture, _capture_number(capture_id))
+        end = offset
+    return EventLogContents(events, last_capture, end)
+
+
+def _log_record(line: bytes) -> StoredEvent | tuple[str, int]:
+    """Return one line of an event log: an event, or (capture ID, events) closing a capture; ValueError, KeyError."""
+    record = json.loads(line)
+    if "capture" in record:
+        return str(record["capture"]), int(record["events"])
+    stated = record["statedEventID"]
+    return StoredEvent(str(record["eventID"]), None if stated is None else str(stated), str(record["eventHash"]),
+                       str(record["captureID"]), str(record["mediaType"]))
+
+
+def _capture_number(capture_id: str) -> int:
+    number = capture_id.removeprefix(_CAPTURE_PREFIX)
+    return int(number) if number.isdigit() else 0
+
+
+class EventLog:
+    """The durable side of a repository: captures appended and fsynced to a storage directory's event log."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path: Final = directory / EVENTS_FILE
+        self._fd: int | None = None
+
+    def open(self) -> EventLogContents:
+        """Read the log back, cut off a capture never closed, and open it for appending (blocking: off the loop)."""
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is open already")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        contents = read_event_log(self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            # A capture cut short would otherwise run into the next one's first line.
+            if os.fstat(fd).st_size > contents.end:
+                os.ftruncate(fd, contents.end)
+            os.fsync(fd)
+            directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)  # the file's name is as durable as its contents
+            finally:
+                os.close(directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return contents
+
+    def append(self, events: Sequence[StoredEvent], capture_id: str) -> None:
+        """Append one capture's events and its closing line, durably (fsync) before returning; OSError."""
+        if self._fd is None:
+            raise RuntimeError(f"{self.path} is not open")
+        lines = [json.dumps({"eventID": e.event_id, "statedEventID": e.stated_id, "eventHash": e.event_hash,
+                             "captureID": e.capture_id, "mediaType": e.media_type}) for e in events]
+        lines.append(json.dumps({"capture": capture_id, "events": len(events)}))
+        data = memoryview(("\n".join(lines) + "\n").encode())
+        while data:
+            data = data[os.write(self._fd, data):]
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the file; idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 class Repository:
     """Stores events by ID, all or nothing per capture, and keeps the capture jobs."""
 
@@ -420,6 +542,15 @@ class Repository:
         self.jobs: OrderedDict[str, CaptureJob] = OrderedDict()
         self._next_id = 1
         self.counts: Counter[str] = Counter()
+        self.log: EventLog | None = None
+        """Where captures are made durable before they are answered (None: memory only)."""
+
+    def restore(self, contents: EventLogContents, log: EventLog) -> None:
+        """Hold what a storage directory's log holds (as after a restart) and append new captures to it."""
+        self.events = list(contents.events)
+        self._held = {e.event_id for e in contents.events}
+        self._next_id = max(self._next_id, contents.last_capture + 1)
+        self.log = log
 
     def examine(self, data: bytes, content_type: str) -> _Examined:
         """Check the document and identify its events (CPU-bound: run off the loop); raise Problem."""
@@ -501,11 +632,19 @@ class Repository:
                     DUPLICATE_IDS_MEMBER: held,
                 }
             )
-        capture_id = f"job-{self._next_id}"
+        capture_id = f"{_CAPTURE_PREFIX}{self._next_id}"
+        stored = [StoredEvent(eid, stated, hashed, capture_id, examined.media_type) for eid, stated, hashed in fresh]
+        if self.log is not None:
+            # Durable before the answer: a repository that forgot an acknowledged capture would store its re-send
+            # again. Blocking the loop for one fsync keeps check-and-store atomic; a simulator can afford it.
+            try:
+                self.log.append(stored, capture_id)
+            except OSError as err:
+                raise Problem(500, "epcisException:ImplementationException", "Cannot store the events",
+                              _short(err)) from err
         self._next_id += 1
-        for eid, stated, hashed in fresh:
-            self.events.append(StoredEvent(eid, stated, hashed, capture_id, examined.media_type))
-            self._held.add(eid)
+        self.events.extend(stored)
+        self._held.update(e.event_id for e in stored)
         running = max((f.polls for f in faults if isinstance(f, JobKeepsRunning)), default=0)
         job = CaptureJob(
             capture_id=capture_id,
@@ -767,8 +906,10 @@ class EpcisUpstream:
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         max_events: int = DEFAULT_MAX_EVENTS,
         sleep: Sleep = asyncio.sleep,
+        storage: Path | None = None,
     ) -> None:
         self.faults: Final = UpstreamFaults()
+        self._log = None if storage is None else EventLog(storage)
         self.repository: Final = Repository(
             validator=validator,
             extractor=extractor,
@@ -818,8 +959,15 @@ class EpcisUpstream:
         if self._runner is not None:
             raise RuntimeError("the upstream simulator is already started")
         self._released.clear()
-        # The default validator imports and loads schemas for seconds: before listening, so no capture waits.
-        await asyncio.to_thread(self.repository.prepare)
+        try:
+            if self._log is not None:
+                log = self._log
+                self.repository.restore(await asyncio.to_thread(log.open), log)
+            # The default validator imports and loads schemas for seconds: before listening, so no capture waits.
+            await asyncio.to_thread(self.repository.prepare)
+        except BaseException:
+            await self.aclose()
+            raise
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         self._runner = runner
@@ -841,8 +989,13 @@ class EpcisUpstream:
         self._released.set()
         runner, self._runner = self._runner, None
         self._url = None
-        if runner is not None:
-            await runner.cleanup()
+        try:
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self.repository.log = None
 
     async def serve(self, host: str = LOOPBACK, port: int = 0) -> None:
         """Start, serve until cancelled, then close (for an owner's TaskGroup)."""
@@ -1160,6 +1313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client-ca", type=Path, help="require client certificates signed by this CA")
     parser.add_argument("--duplicates", choices=("409", "job"), default="409")
     parser.add_argument("--capture-limit", type=int, help="most events per capture (413 beyond)")
+    parser.add_argument("--storage", type=Path, help="keep stored events in this directory across restarts")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level)
@@ -1180,6 +1334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls=tls,
             duplicates=args.duplicates,
             capture_limit=args.capture_limit,
+            storage=args.storage,
         )
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

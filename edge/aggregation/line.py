@@ -125,7 +125,12 @@ class AggregationLine:
             await self.packer.on_passed(product, verdict)
 
     async def recover(self) -> None:
-        """Give containers left open by the previous run back to their stations: full ones to the labeller."""
+        """Give containers left open by the previous run back to their stations: full ones to the labeller.
+
+        A container closed short whose label was sent but not verified looks like one still being filled (nothing
+        durable says its label was asked for): it is resumed, and whoever closes it short again should void its
+        SSCC first when that label may exist.
+        """
         batch = await self._ledger.active_batch()
         if batch is None:
             return
@@ -133,12 +138,15 @@ class AggregationLine:
             if labels is None:
                 continue
             resumed = False
-            for box in await self.aggregation.containers_of_batch(batch.id, level=level, state="open"):
+            boxes = await self.aggregation.containers_of_batch(batch.id, level=level, state="open")
+            # One that holds something before an empty one: that one was being filled.
+            for box in sorted(boxes, key=lambda b: b.count == 0):
                 if box.count >= box.capacity:
                     _LOG.warning("full container was waiting for its label at shutdown; relabelling it",
                                  container=box.name)
                     await labels.submit(box, in_doubt=True)
-                elif not resumed and box.count > 0 and box.parent_id is None:
+                elif not resumed and box.parent_id is None:
+                    # Empty too: opened, and the process died before the first pack went in (two changes).
                     station = self._station(level)
                     resume = getattr(station, "resume", None)
                     if resume is not None:
