@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     demo.add_argument("--defect-every", type=int, default=10,
                       help="a reject-worthy defect on every nth pack, cosmetic ones between (0: none; default 10)")
     demo.add_argument("--duration", type=float, help="give up after this many seconds (default: when printed)")
+    demo.add_argument("--resume", action="store_true",
+                      help="carry on the demo's unfinished batch in --state-dir (after a crash or a kill) instead of "
+                           "starting another; start one when there is none")
+    demo.add_argument("--spare", type=int, default=0,
+                      help="serials allocated beyond the packs and the printer's buffer, for restarts (default 0)")
     _log_options(demo)
     demo.set_defaults(handler=_cmd_demo)
 
@@ -101,13 +106,14 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     opcua_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation", "epcis"],
+    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation", "epcis", "crash"],
                        help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s; "
                             "print: serials/s with per-serial evidence through each printer driver and simulator; "
                             "decode: ms per 1280x1024 frame to find and decode a GS1 DataMatrix; "
                             "aggregation: ms per 2448x2048 case-top frame to decode 24 and 100 codes; "
                             "epcis: seconds and peak MB to export a batch with its cases and pallets as one EPCIS "
-                            "document")
+                            "document; crash: the demo line SIGKILLed at random moments, resumed, every invariant "
+                            "checked after each kill")
     bench.add_argument("--transitions", type=_positive, default=300_000,
                        help="serial transitions per pass (store; default 300,000)")
     bench.add_argument("--serials", type=_positive, default=1_000_000,
@@ -116,7 +122,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
     bench.add_argument("--units", type=_positive,
                        help="serials printed per driver (print; default 1,000); units in the batch (epcis; default "
-                            "1,000,000)")
+                            "1,000,000; crash: default 20 per kill, at least 120)")
+    bench.add_argument("--kills", type=_positive, default=50, help="SIGKILLs of the demo line (crash; default 50)")
+    bench.add_argument("--seed", type=int, default=20270401, help="seed of the kill moments (crash)")
+    bench.add_argument("--cold", action="store_true",
+                       help="start each run in a new interpreter instead of forking a warmed one (crash)")
     bench.add_argument("--driver", action="append", help="only this printer driver, e.g. printer.zipher (print)")
     bench.add_argument("--frames", type=_positive, default=300, help="frames per set, clean and degraded (decode)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -171,9 +181,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.ppm <= 0:
         print(f"lineside demo: --ppm must be positive, not {args.ppm:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.resume and args.state_dir is None:
+        print("lineside demo: --resume carries on the batch in a --state-dir; give one", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return run_demo(config_path=args.config, state_dir=args.state_dir,
                     run=DemoRun(units=args.units, ppm=args.ppm, defect_every=max(0, args.defect_every),
-                                duration_s=args.duration),
+                                duration_s=args.duration, resume=args.resume, spare=max(0, args.spare)),
                     log_level=args.log_level, log_format=args.log_format)
 
 
@@ -204,6 +217,8 @@ def _cmd_config_schema(_args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one branch per benchmark
+    if args.name == "crash":
+        return _cmd_bench_crash(args)
     if args.name == "decode":
         from edge.vision.bench import bench_decode  # noqa: PLC0415 - keeps `lineside --help` fast
 
@@ -264,6 +279,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one branch p
         print(f"{head['metric']}: {head['value']:,.0f} {head['unit']} (target {head['target']:,})")
         print(f"baseline, {base['name']}: {base['value']:,.0f} {base['unit']}")
     return EXIT_OK
+
+
+def _cmd_bench_crash(args: argparse.Namespace) -> int:
+    """Run the crash campaign; print its figures; exit 1 when an invariant broke."""
+    from edge.crash import bench_crash, format_text  # noqa: PLC0415 - keeps `lineside --help` fast
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    result = bench_crash(kills=args.kills, seed=args.seed, units=args.units, warm=not args.cold, progress=progress)
+    print(json.dumps(result, indent=2) if args.json else format_text(result))
+    return EXIT_OK if result["details"]["ok"] else EXIT_FAILED
 
 
 def _positive(text: str) -> int:
