@@ -41,12 +41,12 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_leaked_threads() -> object:
-    """Fail the test when it leaves non-daemon threads running."""
+    """Fail the test when it leaves non-daemon threads, or our own (daemon) camera workers, running."""
     before = set(threading.enumerate())
     yield
     leaked = [
         t for t in set(threading.enumerate()) - before
-        if t.is_alive() and not t.daemon and not t.name.startswith("asyncio_")
+        if t.is_alive() and (not t.daemon or t.name.startswith("camera ")) and not t.name.startswith("asyncio_")
     ]
     if leaked:
         pytest.fail(f"test leaked thread(s): {leaked!r}")

@@ -92,7 +92,8 @@ class OpenCvCamera(ImageSource):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._opened = loop.create_future()
-        self._thread = threading.Thread(target=self._work, name=f"camera {self.context.device_id}", daemon=False)
+        # Daemon: a read blocked in a stalled stream must never keep the process from exiting at shutdown.
+        self._thread = threading.Thread(target=self._work, name=f"camera {self.context.device_id}", daemon=True)
         self._thread.start()
         timeout = min(OPEN_TIMEOUT_S, self.context.connect_timeout_s)
         try:

@@ -252,10 +252,14 @@ async def test_opencv_a_source_that_cannot_open_fails_connect(tmp_path):
 
 
 async def test_opencv_close_stops_a_running_worker_and_is_idempotent(video):
-    camera = OpenCvCamera(make_context(), OpenCvCamera.Options(source=str(video), fps=1, loop_file=True))
+    # A frame a second; the grab timeout outlasts the pause between frames, so a slow machine still gets one.
+    options = OpenCvCamera.Options(source=str(video), fps=1, loop_file=True, grab_timeout_s=HANG_GUARD_S / 2)
+    camera = OpenCvCamera(make_context(), options)
     await camera.connect()
-    await capture(camera)
-    await asyncio.gather(camera.close(), camera.close())  # the worker is paused a second between frames
+    try:
+        await capture(camera)
+    finally:
+        await asyncio.gather(camera.close(), camera.close())  # the worker is paused a second between frames
     await camera.close()
     with pytest.raises(RuntimeError, match="single-use"):
         await camera.connect()
