@@ -16,7 +16,9 @@ import json
 import os
 import secrets
 import signal
+import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edge.config import StorageConfig, load_config
+from edge.control.accounts import Accounts
+from edge.control.audit import AuditTrail
 from edge.control.packml import Command, State
 from edge.control.permissions import Actor, Role
 from edge.daemon import Daemon, printable
@@ -86,6 +90,12 @@ MADE = (SerialState.COMMISSIONED, SerialState.REJECTED, SerialState.SAMPLED, Ser
 """States of serials whose pack was judged, unless they got there from in doubt (decommissioned, re-inspected)."""
 PRODUCING = frozenset({BatchState.RELEASED, BatchState.RUNNING, BatchState.PAUSED})
 """Batch states in which the demo still has packs to make."""
+DEMO_USERS = (("admin", Role.ADMINISTRATOR), ("supervisor", Role.SUPERVISOR), ("operator", Role.OPERATOR),
+              ("qa", Role.QA))
+"""Accounts the demo makes in a new state directory, one per role, so the HMI can be tried at once."""
+PROGRESS_EVERY_S = 0.25
+"""How often the progress bar is redrawn on a terminal."""
+PROGRESS_WIDTH = 30
 
 
 class LineLeftExecuteError(EdgeError):
@@ -136,7 +146,8 @@ def run_demo(
             print(issue)  # noqa: T201 - the command's output
         return 2
     configure(
-        level=log_level or config.logging.level,
+        # On a terminal the progress bar shows the run; --log-level info shows every event besides.
+        level=log_level or ("warning" if sys.stderr.isatty() else config.logging.level),
         fmt=log_format or config.logging.format,  # type: ignore[arg-type] # validated by the config model
         redact=config.logging.redact,
     )
@@ -176,6 +187,7 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
     async def production() -> None:
         await daemon.ready.wait()
         await _connected(line, daemon)
+        await _welcome(daemon)
         batches = daemon.batches
         if batches is None or daemon.control is None or printer is None:
             _LOG.warning("nothing to print: the demo line has no printer")
@@ -212,7 +224,13 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
         _LOG.warning("demo stopped by --duration before the batch was done", duration_s=run.duration_s)
         daemon.request_shutdown()
 
-    daemon = Daemon(config, config_sha256=config_sha256, services=[production, stop_after])
+    async def progress() -> None:
+        if not sys.stderr.isatty():
+            return  # the log lines are the progress of a run that is not watched on a terminal
+        await daemon.ready.wait()
+        await _progress_bar(line, run)
+
+    daemon = Daemon(config, config_sha256=config_sha256, services=[production, stop_after, progress])
     _LOG.info("demo starting", devices=len(config.devices), state_dir=str(config.storage.state_dir), units=run.units,
               ppm=run.ppm, resume=run.resume)
     code = await daemon.run()
@@ -220,6 +238,49 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
         return code or 1
     _print_summary(outcome)
     return code if not outcome["problems"] else 1
+
+
+async def _welcome(daemon: Daemon) -> None:
+    """Print where the HMI and the API are, with a login per role (made now in a new state directory)."""
+    store, host = daemon.store, daemon.config.hmi.host
+    if store is None:  # pragma: no cover - the daemon is ready
+        return
+    accounts = Accounts(store, audit=AuditTrail(store))
+    made: list[tuple[str, Role, str]] = []
+    if not await accounts.users():
+        admin = None
+        for name, role in DEMO_USERS:
+            password = secrets.token_urlsafe(12)
+            await accounts.add(name, role, password, by=admin, full_name=f"Demo {role.value}")
+            admin = admin or Actor(name, role)
+            made.append((name, role, password))
+    lines = [f"HMI:  http://{host}:{daemon.hmi_port}/hmi/", f"API:  http://{daemon.config.api.host}:{daemon.api_port}/"]
+    if made:
+        lines.append("logins (made for this demo; `lineside user` manages them):")
+        lines += [f"  {role.value:<14} {name:<11} password {password}" for name, role, password in made]
+    else:
+        lines.append("logins: the users already in this state directory")
+    print("\n".join(lines), flush=True)  # noqa: T201 - the command's output
+
+
+async def _progress_bar(line: SimulatedLine, run: DemoRun) -> None:
+    """Redraw one line on the terminal: packs off the belt of those asked, printed, good, rejected, the rate."""
+    world, started = line.world, time.monotonic()
+    try:
+        while True:
+            done = len(world.shipped) + len(world.reject_bin)
+            share = min(1.0, done / run.units) if run.units else 1.0
+            filled = round(share * PROGRESS_WIDTH)
+            minutes = max(time.monotonic() - started, 1e-9) / 60
+            printed = len(line.printer.engine.printed) if line.printer is not None else 0
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] {done}/{run.units} packs  "
+                             f"printed {printed}  good {len(world.shipped)}  rejected {len(world.reject_bin)}  "
+                             f"{done / minutes:,.0f}/min ")
+            sys.stderr.flush()
+            await asyncio.sleep(PROGRESS_EVERY_S)
+    finally:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 async def _connected(line: SimulatedLine, daemon: Daemon) -> None:
@@ -477,8 +538,9 @@ async def _close_and_deliver(batches: BatchService, batch_id: int, daemon: Daemo
                               if row["state"] == "delivered")
         if stored != events:
             problems.append(f"upstream holds {stored} events, the delivered batches have {events}")
+    final = {state: count for state, count in (await batches.ledger.counts(batch_id)).items() if count}
     return {"closed": closed["equation"], "in_doubt_decommissioned": doubt, "delivery": delivery,
-            "upstream_validated": upstream.validated_by if upstream is not None else None}
+            "upstream_validated": upstream.validated_by if upstream is not None else None, "final_states": final}
 
 
 def packs_made(conn: sqlite3.Connection, batch_id: int) -> int:
@@ -686,7 +748,31 @@ async def _packed(daemon: Daemon, batch_id: int, shipped: list[int], problems: l
     }
 
 
+def summary_table(outcome: dict[str, Any]) -> list[str]:
+    """Return the summary's table: units by state, rejects by reason, cases and pallets, delivery."""
+    states = outcome.get("final_states") or outcome["states"]
+    title = "serials by state" + (" at close" if "final_states" in outcome else "")
+    rows: list[tuple[str, str, str]] = [(title, "", "")]
+    rows += [("", state, str(count)) for state, count in states.items()]
+    rows.append(("rejects by reason", "", ""))
+    rows += [("", reason, str(count)) for reason, count in sorted(outcome["reasons"].items())] or [("", "none", "0")]
+    short = [c for c in outcome["cases"] if " short: " in c]
+    rows += [("containers", "", ""), ("", "cases closed", str(len(outcome["cases"]))),
+             ("", "of them short", str(len(short))), ("", "pallets closed", str(len(outcome["pallets"]))),
+             ("", "labels voided and reprinted", str(outcome["voided"]))]
+    rows.append(("delivery", "", ""))
+    rows += [("", f"{row['target']}: {row['state']}", f"{row['events']} events") for row in outcome.get("delivery", [])
+             ] or [("", "none configured", "")]
+    width = max(len(name) for _, name, _ in rows)
+    lines = [f"{'=' * 12} batch {outcome['batch']} {'=' * (width - 2)}"]
+    for section, name, value in rows:
+        lines.append(section or f"  {name:<{width}} {value:>8}")
+    lines.append("=" * (width + 26))
+    return lines
+
+
 def _print_summary(outcome: dict[str, Any]) -> None:
+    print("\n".join(summary_table(outcome)))  # noqa: T201 - the command's output
     lines = [
         f"batch {outcome['batch']}: {outcome['packs']} packs off the belt, {outcome['printed_by_device']} printed",
         (f"packs settled by serial in the store, every run: {outcome['made']} of {outcome['units']} asked "

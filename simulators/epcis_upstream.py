@@ -667,13 +667,13 @@ class Repository:
     def prepare(self) -> None:
         """Resolve the default validator and extractor now (imports and schema loading: run off the loop)."""
         if self._validator is None:
-            self._validator, self.validated_by = _default_validator()
+            self._validator, self.validated_by = _default_validator(self)
         if self._extractor is None:
             self._extractor = _default_extractor()
 
     def _validate(self, data: bytes) -> list[str]:
         if self._validator is None:
-            self._validator, self.validated_by = _default_validator()
+            self._validator, self.validated_by = _default_validator(self)
         return self._validator(data)
 
     def _extract(self, data: bytes) -> list[tuple[str | None, str]]:
@@ -697,8 +697,12 @@ def _invalid(problems: list[str]) -> Problem:
 STRUCTURE_ONLY = "document structure only (the official EPCIS schemas were not found)"
 
 
-def _default_validator() -> tuple[Validator, str]:
-    """Return edge.epcis.validate with the schemas it finds, or the structural check (with a warning); and which."""
+def _default_validator(repository: Repository) -> tuple[Validator, str]:
+    """Return edge.epcis.validate with the schemas it finds, or the structural check (with a warning); and which.
+
+    A document whose syntax has no schema among those found gets the structural check, and the repository's
+    validated_by says so from then on: what the demo reports must be what was checked.
+    """
     try:
         module = importlib.import_module("edge.epcis.validate")
         schemas = module.EpcisSchemas.locate()
@@ -720,6 +724,7 @@ def _default_validator() -> tuple[Validator, str]:
             if str(err) not in warned:
                 warned.add(str(err))
                 _LOG.warning("checking this kind of document's structure only", reason=str(err))
+            repository.validated_by = f"document structure only ({err})"
             return structural_problems(data)
 
     parts = [str(p) for p in (schemas.json_schema, schemas.xsd2, schemas.xsd12) if p is not None]

@@ -121,6 +121,13 @@ def test_demo_prints_inspects_and_rejects_every_injected_defect(tmp_path: Path) 
     voided = next(line for line in done.stdout.splitlines() if line.startswith("labels voided"))
     assert int(voided.rsplit(" ", 1)[1]) >= 1
     assert "problems: none" in done.stdout
+    # Where to watch it, with a login per role made for the demo, and the table at the end.
+    assert "HMI:  http://127.0.0.1:" in done.stdout
+    logins = done.stdout.split("logins (made for this demo", 1)[1].splitlines()[1:5]
+    assert [row.split()[0] for row in logins] == ["administrator", "supervisor", "operator", "qa"], logins
+    table = done.stdout.split("serials by state at close", 1)[1].split("=====", 1)[0]
+    for row in ("returned", "cases closed", "site-epcis: delivered"):
+        assert row in table, table
     # The batch closed balanced and its EPCIS arrived upstream, checked against the official schemas.
     assert "batch closed: allocated" in done.stdout
     delivered = next(line for line in done.stdout.splitlines() if line.startswith("EPCIS to site-epcis: "))
