@@ -37,6 +37,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.plc.base import StackLight, Station
 from drivers.plc.register_map import (
+    PACKTAGS_WORDS,
     VERDICT_ENTRY_WORDS,
     OutcomeFlags,
     RegisterMap,
@@ -122,6 +123,8 @@ class PlcSim:
         self._last_encoder: dict[Station, int | None] = dict.fromkeys(Station)
         self._last_confirmed = False
         self._verdicts = range(m.verdicts.address, m.verdicts.address + m.verdicts.entries * VERDICT_ENTRY_WORDS)
+        self._packtags = range(0) if m.packtags is None else range(m.packtags.address,
+                                                                    m.packtags.address + PACKTAGS_WORDS)
         self.heartbeats = 0
         """Heartbeat toggles seen."""
         self.watchdog_tripped = False
@@ -233,6 +236,14 @@ class PlcSim:
     @confirm_rejects.setter
     def confirm_rejects(self, value: bool) -> None:
         self.world.confirm_rejects = value
+
+    @property
+    def packtags(self) -> tuple[int, int] | None:
+        """(StateCurrent, UnitModeCurrent) as the line last wrote them; None when the map has no PackTags block."""
+        if not self._packtags:
+            return None
+        first = self._packtags.start
+        return self._registers[first], self._registers[first + 1]
 
     @property
     def ready(self) -> bool:
@@ -364,8 +375,8 @@ class PlcSim:
             for offset, value in enumerate(values):
                 self._write_coil(address + offset, bool(value))
             return None
-        if function_code in _INPUT_REGISTER_FCS or not (
-            address in self._verdicts and address + len(values) - 1 in self._verdicts
+        if function_code in _INPUT_REGISTER_FCS or not any(
+            address in block and address + len(values) - 1 in block for block in (self._verdicts, self._packtags)
         ):
             return ExcCodes.ILLEGAL_ADDRESS  # the PLC's own registers are read-only
         self._registers[address : address + len(values)] = [int(v) for v in values]

@@ -103,3 +103,7 @@ class LineIo(Driver, abc.ABC):
     @abc.abstractmethod
     async def set_stack_light(self, light: StackLight) -> None:
         """Show the line state on the stack light."""
+
+    @abc.abstractmethod
+    async def show_state(self, state: int, unit_mode: int) -> None:
+        """Show the line's PackTags StateCurrent and UnitModeCurrent to the PLC (nothing when it has no place)."""

@@ -222,6 +222,16 @@ class ModbusLineIo(LineIo):
             coils.light_red: light is StackLight.RED,
         })
 
+    async def show_state(self, state: int, unit_mode: int) -> None:
+        """Write StateCurrent and UnitModeCurrent into the map's PackTags block in one request (none: nothing)."""
+        block = self._map.packtags
+        if block is None:
+            return
+        values = [state, unit_mode]
+        client = self._require()
+        await self._request(16, block.address,
+                            partial(client.write_registers, block.address, values, device_id=self._unit))
+
     # --- polling ---
 
     @property

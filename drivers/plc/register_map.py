@@ -49,6 +49,8 @@ REJECT_ENTRY_WORDS: Final = 5
 """A reject ring entry: sequence number (UInt32), encoder count (UInt32), outcome flags (UInt16)."""
 VERDICT_ENTRY_WORDS: Final = 3
 """A verdict ring entry: sequence number (UInt32), verdict (UInt16)."""
+PACKTAGS_WORDS: Final = 2
+"""The PackTags block: StateCurrent (UInt16), UnitModeCurrent (UInt16)."""
 
 Address = Annotated[int, Field(strict=True, ge=0, lt=ADDRESS_SPACE)]
 
@@ -146,6 +148,16 @@ class VerdictRing(_Section):
     entries: int = Field(strict=True, ge=1, le=1024)
 
 
+class PackTagsBlock(_Section):
+    """Two registers the line controller writes (FC 16): PackTags StateCurrent, then UnitModeCurrent (UInt16 each).
+
+    A line HMI panel or the PLC's own program follows the line's PackML state from them without OPC UA; the
+    numbering is PackTags' (ISA-TR88.00.02), as `edge.control.packml` has it.
+    """
+
+    address: Address
+
+
 class Stations(_Section):
     printer: StationRing
     camera: StationRing
@@ -162,6 +174,8 @@ class RegisterMap(_Section):
     holding_registers: HoldingRegisters
     stations: Stations
     verdicts: VerdictRing
+    packtags: PackTagsBlock | None = None
+    """Where the line shows its PackML state and unit mode; None: the PLC is not told them."""
 
     def station(self, station: Station) -> StationRing:
         """Return the ring block of one station."""
@@ -194,6 +208,8 @@ class RegisterMap(_Section):
         for station in Station:
             spans[f"stations.{station.value}"] = self.station_span(station)
         spans["verdicts"] = (self.verdicts.address, self.verdicts.entries * VERDICT_ENTRY_WORDS)
+        if self.packtags is not None:
+            spans["packtags"] = (self.packtags.address, PACKTAGS_WORDS)
         return spans
 
     def register_count(self) -> int:

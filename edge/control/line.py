@@ -537,6 +537,7 @@ class LineControl:
                 "outcome": "refused", "error": str(err)})
             raise
         self._log.info("unit mode", mode=mode.name.capitalize(), was=before.name.capitalize(), by=who)
+        self._outputs_dirty = True  # the PLC's PackTags block shows the mode too
         self._publish()
         await self._record(who, "line.unit-mode", self.line_id,
                            {"from": before.name.capitalize(), "to": mode.name.capitalize(), "outcome": "done"})
@@ -839,7 +840,7 @@ class LineControl:
         return await self._plc_write("run " + ("on" if on else "off"), lambda plc: plc.set_running(on))
 
     async def _signal(self, state: State) -> None:
-        """Show state on the stack light and the controller-ready output (once the line is driven)."""
+        """Show state on the stack light, the controller-ready output and the PackTags block (once driven)."""
         if not self._driving:
             return
         self._outputs_dirty = False
@@ -851,6 +852,9 @@ class LineControl:
         failure = await self._plc_write("ready", lambda plc: plc.set_ready(not aborted))
         if failure is None:
             failure = await self._plc_write("stack light", lambda plc: plc.set_stack_light(light))
+        if failure is None:
+            mode = int(self.mode)
+            failure = await self._plc_write("PackTags state", lambda plc: plc.show_state(int(state), mode))
         if failure is not None:
             self._log.warning("PLC outputs not shown", reason=failure.text)
 

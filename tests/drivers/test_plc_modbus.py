@@ -336,6 +336,20 @@ async def test_ready_and_the_stack_light_reach_the_plc():
         assert not world.running
 
 
+async def test_the_packml_state_and_unit_mode_reach_the_plc_in_packtags_numbering():
+    async with PlcSim(world=LineWorld()) as sim, running(sim) as run:
+        assert sim.packtags == (0, 0)
+        await run.driver.show_state(11, 2)  # Held, Maintenance
+        assert sim.packtags == (11, 2)
+
+
+async def test_a_map_without_a_packtags_block_tells_the_plc_nothing():
+    opts = options(map=map_with(packtags=None))
+    async with PlcSim(world=LineWorld(), map=opts.resolved_map()) as sim, running(sim, opts) as run:
+        await run.driver.show_state(6, 1)
+        assert sim.packtags is None
+
+
 # --- faults and errors ---
 
 

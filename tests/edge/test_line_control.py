@@ -178,10 +178,12 @@ async def test_the_belt_runs_only_in_execute_and_the_status_shows_the_line(tmp_p
         assert line.world.running is False
         assert line.belt_stands_still()
         assert plc.stack_light is StackLight.AMBER
+        assert plc.packtags == (State.IDLE, UnitMode.PRODUCTION)  # PackTags numbering: 4, 1
 
         assert await control.command(Command.START, ANNA) is State.EXECUTE
         assert line.world.running is True
         assert (plc.ready, plc.stack_light) == (True, StackLight.GREEN)
+        assert plc.packtags == (State.EXECUTE, UnitMode.PRODUCTION)
         assert await line.batch_state() is BatchState.RUNNING
         await line.packs(12)
 
