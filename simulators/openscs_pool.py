@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import socket
 import string
 import sys
 import uuid
@@ -584,7 +585,9 @@ def _answer(status: ReturnStatus, collection: SNCollection | None, returned: str
 def _certificate(host: str) -> tuple[bytes, bytes]:
     """Make the server's self-signed certificate (DER) and key (PEM) for APP_URI and host."""
     key = generate_private_key()
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(APP_URI), x509.DNSName("localhost")]
+    # The machine's own name too: asyncua warns about a certificate without it, whatever address is served.
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(APP_URI), x509.DNSName("localhost"),
+                                     x509.DNSName(socket.gethostname())]
     with contextlib.suppress(ValueError):
         import ipaddress  # noqa: PLC0415 - only to tell an address from a name
 

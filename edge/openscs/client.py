@@ -60,6 +60,9 @@ a site network; this only bounds a server that accepts the connection and then n
 CALL_TIMEOUT_S: Final = 30.0
 """One method call: a pool server answers a request for thousands of serials within a second or two; past this the
 server is taken as hung, the session dropped, and the call retried later with the same token or report id."""
+SESSION_TIMEOUT_MS: Final = 600_000
+"""Session lifetime asked for: ten minutes, the most an asyncua server grants (asking more only draws a warning);
+the client's watchdog keeps the session alive while it is open, and a lapsed one is opened again at the next call."""
 CLOSE_TIMEOUT_S: Final = 2.0
 """Closing a session is a courtesy to the server; a link that is gone gets no longer than this."""
 
@@ -232,6 +235,7 @@ class OpenScsClient:
         endpoint = self.endpoint
         client = Client(endpoint.url, timeout=self._call_timeout_s)
         client.application_uri = self.application_uri
+        client.session_timeout = SESSION_TIMEOUT_MS
         if endpoint.username is not None:
             client.set_user(endpoint.username)
             client.set_password(endpoint.password or "")
@@ -256,10 +260,7 @@ class OpenScsClient:
                 raise OpenScsSetupError(f"{endpoint.url} offers no Basic256Sha256 SignAndEncrypt endpoint: {err}"
                                         ) from err
             raise OpenScsUnavailableError(f"cannot reach {endpoint.url}: {_describe(err)}") from err
-        except OpenScsError:
-            await _close(client)
-            raise
-        except BaseException:
+        except BaseException:  # our own setup errors, cancellation: nothing is left half open
             await _close(client)
             raise
         self._session = session

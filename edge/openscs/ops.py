@@ -349,6 +349,22 @@ def backlog(conn: sqlite3.Connection) -> dict[str, int]:
     return {"reports": int(unsent), "requests": int(pending)}
 
 
+def delivered(conn: sqlite3.Connection, batch_id: int) -> dict[str, int]:
+    """Return, per OPEN-SCS method, how many serials of the batch the server accepted reports of."""
+    rows = conn.execute(
+        "SELECT method, sum(json_array_length(serials)) FROM openscs_report"
+        " WHERE batch_id = ? AND sent_at IS NOT NULL GROUP BY method ORDER BY min(id)",
+        (batch_id,),
+    )
+    return {str(method): int(count) for method, count in rows}
+
+
+def received_total(conn: sqlite3.Connection, gtin: str) -> int:
+    """Return how many serials of gtin came over OPEN-SCS requests, in all."""
+    row = conn.execute("SELECT coalesce(sum(received), 0) FROM openscs_request WHERE gtin = ?", (gtin,)).fetchone()
+    return int(row[0])
+
+
 # -- views ----------------------------------------------------------------------------------------------------
 
 _LINE_TO_SERVER: Final = {
