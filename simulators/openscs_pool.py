@@ -19,9 +19,10 @@ answered NoError without applying the call again. Each serial has its OPENSCSSer
 naming a serial this pool did not issue, or in a state the call cannot move it from, is refused whole (the
 UnableToAccept... status of its kind) and recorded in ``problems``.
 
-Faults (`faults`, each used up by the calls it applies to): `SlowAnswer` (apply, then answer late: an answer the
+Faults (`fault()`, each used up by the calls it applies to): `SlowAnswer` (apply, then answer late: an answer the
 client gives up on), `Insufficient` (at most so many serials left), `InvalidFormat`, `Refuse` (a status instead of
-applying); `down()` closes the listener and every connection until `up()`.
+applying), `BadAnswer` (a request answered against OPC 30260); `down()` closes the listener and every connection
+until `up()`.
 
 Security as a site's L3 would have it: Basic256Sha256 SignAndEncrypt only, user names and passwords (anonymous
 refused), client certificates trusted all or from a list.
@@ -42,7 +43,7 @@ import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 import structlog
 from asyncua import ua
@@ -89,7 +90,8 @@ if TYPE_CHECKING:
 
     from asyncua.server.internal_server import InternalServer
 
-__all__ = ["APP_URI", "Insufficient", "InvalidFormat", "OpenScsPool", "PoolSpec", "Refuse", "SlowAnswer", "main"]
+__all__ = ["APP_URI", "BadAnswer", "Insufficient", "InvalidFormat", "OpenScsPool", "PoolSpec", "Refuse", "SlowAnswer",
+           "main"]
 
 _LOG = structlog.get_logger("lineside.sim.openscs")
 
@@ -174,7 +176,19 @@ class Refuse:
     count: int = 1
 
 
-Fault = SlowAnswer | Insufficient | InvalidFormat | Refuse
+@dataclass(frozen=True, slots=True)
+class BadAnswer:
+    """Answer the next count requests against OPC 30260, having handed the serials out all the same.
+
+    missing_outputs: the ReturnStatus alone; foreign_serials: serials no GS1 code can carry; too_many: one serial
+    more than asked, the first again.
+    """
+
+    kind: Literal["missing_outputs", "foreign_serials", "too_many"]
+    count: int = 1
+
+
+Fault = SlowAnswer | Insufficient | InvalidFormat | Refuse | BadAnswer
 
 
 @dataclass(slots=True)
@@ -423,6 +437,10 @@ class OpenScsPool:
                 method, str(collection_id or ""), int(count or 0), sn_format=str(sn_format or ""),
                 criteria=as_mapping(criteria or []), token=str(token or ""))
             await self._maybe_slow(method)
+            bad = self._take(BadAnswer, method)
+            if isinstance(bad, BadAnswer):
+                _LOG.info("OPEN-SCS answer broken on purpose", method=method, kind=bad.kind)
+                return _broken(bad, status, collection, returned)
             return _answer(status, collection, returned)
 
         return call
@@ -580,6 +598,21 @@ def _status(status: ReturnStatus) -> ua.Variant:
 def _answer(status: ReturnStatus, collection: SNCollection | None, returned: str) -> list[ua.Variant]:
     return [_status(status), ua.Variant(collection or SNCollection(), ua.VariantType.ExtensionObject),
             ua.Variant(returned, ua.VariantType.String)]
+
+
+def _broken(bad: BadAnswer, status: ReturnStatus, collection: SNCollection | None,
+            returned: str) -> list[ua.Variant]:
+    """Return an SNRequest answer broken as bad says."""
+    if bad.kind == "missing_outputs":
+        return [_status(status)]
+    collection = collection or SNCollection()
+    serials = list(collection.SerialNumbers)
+    if bad.kind == "foreign_serials":
+        serials = [ua.String(f"not a serial {n}") for n in range(len(serials))]
+    else:
+        serials = [*serials, *serials[:1]]
+    return _answer(status, SNCollection(collection.ID, collection.Description, collection.State,
+                                        collection.AssociatedPoolID, serials), returned)
 
 
 def _certificate(host: str) -> tuple[bytes, bytes]:

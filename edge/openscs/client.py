@@ -39,6 +39,7 @@ from edge.openscs.types import (
     OBJECTS_FOLDER,
     ReturnStatus,
     SerialNumberState,
+    SNCollection,
     key_values,
     label_collection,
     register_types,
@@ -95,6 +96,13 @@ class OpenScsUnavailableError(OpenScsError):
 
 class OpenScsSetupError(OpenScsError):
     """The server refused the line (login, certificate, security) or lacks what the line calls; fix and retry."""
+
+
+class OpenScsAnswerError(OpenScsError):
+    """The server's answer breaks OPC 30260 (outputs missing, more serials than asked, a serial twice, ...).
+
+    Nothing of it is taken; a request stays pending and is sent again with its token at the next try.
+    """
 
 
 class OpenScsRefusedError(OpenScsError):
@@ -171,11 +179,7 @@ class OpenScsClient:
             ua.Variant(key_values(criteria), ua.VariantType.ExtensionObject),
             ua.Variant(token, ua.VariantType.String),
         ])
-        status = _status(outputs[0] if outputs else None)
-        collection = outputs[1] if len(outputs) > 1 else None
-        serials = tuple(str(s) for s in getattr(collection, "SerialNumbers", None) or ())
-        returned = str(outputs[2] or "") if len(outputs) > 2 else ""
-        return SerialsAnswer(status, serials, returned, str(getattr(collection, "ID", "") or ""))
+        return _serials_answer(method, count, outputs)
 
     async def push(self, method: str, serials: Sequence[str], *, collection_id: str, state: SerialNumberState,
                    sn_format: str, criteria: Mapping[str, str]) -> ReturnStatus:
@@ -316,6 +320,39 @@ async def _close(client: Client) -> None:
         async with asyncio.timeout(CLOSE_TIMEOUT_S):
             await client.disconnect()
     client.disconnect_socket()
+
+
+def _serials_answer(method: str, count: int, outputs: list[Any]) -> SerialsAnswer:
+    """Return an SNRequest's outputs as an answer; OpenScsAnswerError when they break OPC 30260."""
+    def bad(why: str) -> OpenScsAnswerError:
+        return OpenScsAnswerError(f"the L3 pool server answered {method} for {count} serials {why}; nothing of "
+                                  "the answer was taken")
+
+    if len(outputs) != len(_REQUEST_OUTPUTS):
+        raise bad(f"with {len(outputs)} output(s), not the {len(_REQUEST_OUTPUTS)} of OPC 30260 "
+                  f"({', '.join(_REQUEST_OUTPUTS)})")
+    status = _status(outputs[0])
+    collection, returned = outputs[1], outputs[2]
+    if status not in (ReturnStatus.NO_ERROR, ReturnStatus.INSUFFICIENT_SERIAL_NUMBERS):
+        return SerialsAnswer(status, (), "", "")  # refused: whatever else came is not looked at
+    if not isinstance(collection, SNCollection):
+        raise bad(f"{status.title} without an OPENSCSSNCollectionDataType (got {type(collection).__name__})")
+    if not isinstance(returned, str | None):
+        raise bad(f"with a ReturnedRequestToken of type {type(returned).__name__}")
+    serials = tuple(str(s) for s in collection.SerialNumbers or ())
+    if len(serials) > count:
+        raise bad(f"with {len(serials)} serials")
+    if len(set(serials)) != len(serials):
+        twice = next(s for s in serials if serials.count(s) > 1)
+        raise bad(f"with serial {twice!r} more than once")
+    if status is ReturnStatus.NO_ERROR and len(serials) < count and not returned:
+        raise bad(f"NoError with {len(serials)} serials and no ReturnedRequestToken for the rest (fewer serials "
+                  "than asked are InsufficientSerialNumbers)")
+    return SerialsAnswer(status, serials, returned or "", str(collection.ID or ""))
+
+
+_REQUEST_OUTPUTS: Final = ("ReturnStatus", "SNCollection", "ReturnedRequestToken")
+"""What every SNRequest method answers, in order (OPC 30260)."""
 
 
 def _status(value: object) -> ReturnStatus:

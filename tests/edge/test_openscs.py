@@ -26,23 +26,32 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge.config.models import CatalogConfig, OpenScsConfig
-from edge.errors import BatchError, PoolExhaustedError
+from edge.errors import BatchError, PoolExhaustedError, SerialImportError
 from edge.openscs import ops
 from edge.openscs.client import (
     Endpoint,
+    OpenScsAnswerError,
     OpenScsClient,
     OpenScsRefusedError,
     OpenScsSetupError,
     OpenScsUnavailableError,
 )
-from edge.openscs.service import OpenScsService
+from edge.openscs.service import POLL_S, REQUEST_ATTEMPTS, OpenScsService
 from edge.openscs.types import ReturnStatus, SerialNumberState
 from edge.products.load import load_catalog
 from edge.serials.batches import BatchService
 from edge.serials.ledger import SerialLedger
 from edge.serials.states import OPEN_SCS_STATE, BatchState, SerialState
 from edge.store import Store
-from simulators.openscs_pool import Insufficient, InvalidFormat, OpenScsPool, PoolSpec, Refuse, SlowAnswer
+from simulators.openscs_pool import (
+    BadAnswer,
+    Insufficient,
+    InvalidFormat,
+    OpenScsPool,
+    PoolSpec,
+    Refuse,
+    SlowAnswer,
+)
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:
@@ -144,8 +153,8 @@ class Line:
 
 @contextlib.asynccontextmanager
 async def line(tmp_path: Path, products: Path, l3: OpenScsPool, *, call_timeout_s: float = 10.0,
-               **settings: Any) -> AsyncIterator[Line]:
-    """The line with an openscs section pointing at l3 (settings override it)."""
+               poll_s: float = POLL_S, **settings: Any) -> AsyncIterator[Line]:
+    """The line with an openscs section pointing at l3 (settings override it); its store stays in tmp_path."""
     catalog = load_catalog(CatalogConfig(products=products, markets=ROOT / "config" / "markets"))
     credentials = tmp_path / "credentials"
     credentials.write_text(f"{USER}\n{PASSWORD}\n")
@@ -154,7 +163,7 @@ async def line(tmp_path: Path, products: Path, l3: OpenScsPool, *, call_timeout_
     store = Store.open(tmp_path / "state")
     batches = BatchService(SerialLedger(store, line_id=LINE), catalog, today=lambda: TODAY)
     client = OpenScsClient(Endpoint(l3.url, CERT, KEY, USER, PASSWORD), call_timeout_s=call_timeout_s)
-    service = OpenScsService(config, store=store, batches=batches, client=client, line_id=LINE,
+    service = OpenScsService(config, store=store, batches=batches, client=client, line_id=LINE, poll_s=poll_s,
                              sleep=lambda _s: asyncio.sleep(0))
     batches.serial_requests = service
     try:
@@ -343,7 +352,7 @@ async def test_unallocated_requests_are_reported_allocated_when_a_batch_draws_th
                 ] == [1, 1, 1, 1]
 
 
-async def test_security_refused_without_credentials_with_a_wrong_password_or_an_untrusted_certificate(l3):
+async def test_refused_logins_untrusted_certificates_and_a_missing_pool_manager_are_setup_errors(l3):
     criteria = {"GTIN": GTIN}
 
     async def ask(endpoint: Endpoint) -> None:
@@ -364,6 +373,10 @@ async def test_security_refused_without_credentials_with_a_wrong_password_or_an_
     l3.trusted_clients = {CERT}
     await ask(Endpoint(l3.url, CERT, KEY, USER, PASSWORD))
     assert len(l3.states(GTIN)) == 1
+    # A pool manager configured by a browse name the server does not have is named in the error, with what it has.
+    with pytest.raises(OpenScsSetupError, match=r"object SerialPool under OPENSCSObjects has no method "
+                                                r"SNRequestAllocated \(objects: EventManager, PoolManager\)"):
+        await ask(Endpoint(l3.url, CERT, KEY, USER, PASSWORD, pool_object="SerialPool"))
 
 
 async def test_a_release_without_an_openscs_section_says_so(tmp_path, products):
@@ -385,3 +398,139 @@ def test_the_product_chooses_open_scs_over_its_market(products):
     product = product_of(products)
     assert product.serials.source == "open_scs"
     assert product.market == "eu-fmd"
+
+
+async def report_rows(it: Line) -> list[tuple[str, int, bool]]:
+    """Return each report as (method, serials, sent), in order."""
+    def read(conn: Any) -> list[tuple[str, int, bool]]:
+        return [(method, count, bool(sent)) for method, count, sent in conn.execute(
+            "SELECT method, json_array_length(serials), sent_at IS NOT NULL FROM openscs_report ORDER BY id")]
+
+    return await it.store.read(read)
+
+
+async def test_an_outage_mid_batch_and_a_line_restart_deliver_every_report_once(tmp_path, products, l3):
+    async with line(tmp_path, products, l3, call_timeout_s=SHORT_CALL_S) as it:
+        batch = await it.batches.import_work_order(order("WO-1", 40), "wo.yaml")
+        batch = await it.batches.release(batch.id)
+        await it.batches.start(batch.id)
+        sent = [row[0] for row in await it.ledger.next_to_print(batch.id, 20, device="printer-1")]
+        await it.service.flush()
+        # The next batch's request is applied by the L3, but every answer to it is lost: it stays pending.
+        second = await it.batches.import_work_order(order("WO-2", 10, lot="L2"), "wo2.yaml")
+        l3.fault(SlowAnswer(HELD_S, method="SNRequestAllocated", count=REQUEST_ATTEMPTS))
+        with pytest.raises(OpenScsUnavailableError, match="stays pending"):
+            await it.batches.release(second.id)
+        # The L3 goes down mid-batch; the line goes on printing and judging.
+        await l3.down()
+        await it.ledger.move(sent, S.PRINTED, reason="printed", device="printer-1")
+        await it.ledger.move(sent[:15], S.COMMISSIONED, reason="verified", device="camera-1")
+        await it.ledger.move(sent[15:18], S.REJECTED, reason="grade D", device="camera-1")
+        more = [row[0] for row in await it.ledger.next_to_print(batch.id, 10, device="printer-1")]
+        with pytest.raises(OpenScsUnavailableError):
+            await it.service.flush()
+        assert await report_rows(it) == [("SNtoEncoded", 20, True), ("SNtoEncoded", 10, False),
+                                         ("SIDCommissioningEvent", 15, False), ("LabelsScrappingEvent", 3, False)]
+        assert await it.service.backlog() == {"reports": 3, "requests": 1}
+
+    # The line restarts on the same store, with a new client: nothing is queued again, nothing forgotten.
+    async with line(tmp_path, products, l3, call_timeout_s=SHORT_CALL_S) as it:
+        assert await it.service.backlog() == {"reports": 3, "requests": 1}
+        assert await it.service.collect() == 0
+        await l3.up()
+        # The commissioning is applied, its answer lost: sent again with its report id, applied once.
+        l3.fault(SlowAnswer(HELD_S, method="SIDCommissioningEvent"))
+        with pytest.raises(OpenScsUnavailableError):
+            await it.service.flush()
+        await it.service.flush()
+        assert [r[2] for r in await report_rows(it)] == [True] * 4
+        assert (l3.calls["SNtoEncoded"], l3.calls["SIDCommissioningEvent"], l3.calls["LabelsScrappingEvent"]) == (
+            2, 2, 1)
+        assert l3.repeated_reports == 1
+        assert len(l3.applied_reports) == 4
+        # The pending request goes out again with its token: the L3 answers the serials it handed out then.
+        second = await it.batches.release("WO-2")
+        assert l3.repeated_requests == REQUEST_ATTEMPTS  # its retries before the restart, and this one
+        assert [r[:3] for r in await it.requests()][-1] == ("imported", 11, 11)
+        assert await it.pool() == 0
+
+        await it.ledger.move(more, S.PRINTED, reason="printed", device="printer-1")
+        await it.ledger.move(more, S.COMMISSIONED, reason="verified", device="camera-1")
+        await it.batches.complete(batch.id)
+        await it.batches.decommission_in_doubt(batch.id, reason="set aside", operator="qa")
+        await it.batches.close(batch.id)
+        await it.service.flush()
+        line_states = await it.service.line_view(batch.id)
+        assert Counter(line_states.values()) == {N.COMMISSIONED: 25, N.LABEL_SCRAPPED: 5, N.UNALLOCATED: 11}
+        assert all(l3.state(GTIN, serial) is state for serial, state in line_states.items())
+        assert Counter(l3.states(GTIN)[s] for s in await it.service.line_view(second.id)) == {N.ALLOCATED: 11}
+        assert l3.problems == []
+        assert await it.service.backlog() == {"reports": 0, "requests": 0}
+
+
+async def test_bad_answers_to_a_request_give_clear_errors_and_nothing_of_them_enters_the_pool(tmp_path, products,
+                                                                                            l3):
+    async with line(tmp_path, products, l3) as it:
+        batch = await it.batches.import_work_order(order("WO-1", 10), "wo.yaml")
+        l3.fault(BadAnswer("missing_outputs"))
+        with pytest.raises(OpenScsAnswerError, match="with 1 output"):
+            await it.batches.release(batch.id)
+        assert [r[:3] for r in await it.requests()] == [("pending", 11, 0)]
+        l3.fault(BadAnswer("too_many"))
+        with pytest.raises(OpenScsAnswerError, match="for 11 serials with 12 serials"):
+            await it.batches.release(batch.id)
+        assert await it.pool() == 0
+        # Sent again with its token, the request is answered the same serials, this time not GS1 serials at all.
+        l3.fault(BadAnswer("foreign_serials"))
+        with pytest.raises(SerialImportError, match="not a serial 0"):
+            await it.batches.release(batch.id)
+        assert await it.requests() == [
+            ("failed", 11, 0, "import refused: " + (await it.requests())[0][3].removeprefix("import refused: "))]
+        assert await it.pool() == 0
+        assert (await it.ledger.batch(batch.id)).state is BatchState.CREATED
+        assert l3.repeated_requests == 2  # the same token each time: the L3 handed out 11 serials, no more
+        batch = await it.batches.release(batch.id)  # a new request, answered properly
+        assert (await it.ledger.counts(batch.id))["allocated"] == 11
+
+
+async def until(condition: Any) -> None:
+    """Return once condition() (awaited) is true; the test's timeout bounds the wait."""
+    while not await condition():  # noqa: ASYNC110 - the simulator and the store signal nothing on a change
+        await asyncio.sleep(0.01)
+
+
+async def test_the_background_task_rides_out_an_outage_and_delivers_once_the_l3_is_back(tmp_path, products, l3):
+    async with line(tmp_path, products, l3, poll_s=0.02) as it:
+        batch = await it.batches.import_work_order(order("WO-1", 10), "wo.yaml")
+        batch = await it.batches.release(batch.id)
+        await it.batches.start(batch.id)
+        sent = [row[0] for row in await it.ledger.next_to_print(batch.id, 6, device="printer-1")]
+
+        async def held(expected: dict[SerialNumberState, int]) -> bool:
+            return Counter(l3.states(GTIN).values()) == expected
+
+        async def failing() -> bool:
+            return it.service.last_error is not None
+
+        async def recovered() -> bool:
+            return it.service.last_error is None
+
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(it.service.run(), name="openscs")
+            await until(lambda: held({N.ENCODED: 6, N.ALLOCATED: 5}))
+            await l3.down()
+            await it.ledger.move(sent, S.PRINTED, reason="printed", device="printer-1")
+            await it.ledger.move(sent, S.COMMISSIONED, reason="verified", device="camera-1")
+            it.service.wake()
+            await until(failing)
+            # The session breaks under the call, or no session opens: either way the report waits.
+            assert any(why in str(it.service.last_error) for why in ("SIDCommissioningEvent", "cannot reach"))
+            assert await it.service.backlog() == {"reports": 1, "requests": 0}
+            await l3.up()
+            await until(lambda: held({N.COMMISSIONED: 6, N.ALLOCATED: 5}))
+            await until(recovered)
+            assert await it.service.backlog() == {"reports": 0, "requests": 0}
+            task.cancel()
+        assert task.cancelled()
+        assert not it.service.client.connected  # run() closes its session when cancelled
+        assert l3.repeated_reports == 0
