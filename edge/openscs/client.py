@@ -231,6 +231,11 @@ class OpenScsClient:
                 if task is not None and task.cancelling():
                     raise
                 raise OpenScsUnavailableError(f"{method}: the link went during the call") from None
+            except Exception as err:
+                # An answer asyncua cannot decode surfaces as almost any exception; the L3 must never stop the line.
+                await self._drop()
+                raise OpenScsAnswerError(f"the answer to {method} cannot be read: {type(err).__name__}: {err}"
+                                         ) from err
         return result if isinstance(result, list) else [result]
 
     async def _open(self) -> _Session:

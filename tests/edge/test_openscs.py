@@ -25,8 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from edge.config import load_config
 from edge.config.models import CatalogConfig, OpenScsConfig
+from edge.daemon import Daemon
 from edge.errors import BatchError, PoolExhaustedError, SerialImportError
+from edge.opcua.certs import OpcUaPaths, make_certificate
 from edge.openscs import ops
 from edge.openscs.client import (
     Endpoint,
@@ -36,7 +39,7 @@ from edge.openscs.client import (
     OpenScsSetupError,
     OpenScsUnavailableError,
 )
-from edge.openscs.service import POLL_S, REQUEST_ATTEMPTS, OpenScsService
+from edge.openscs.service import POLL_S, REQUEST_ATTEMPTS, OpenScsService, endpoint_of
 from edge.openscs.types import ReturnStatus, SerialNumberState
 from edge.products.load import load_catalog
 from edge.serials.batches import BatchService
@@ -534,3 +537,32 @@ async def test_the_background_task_rides_out_an_outage_and_delivers_once_the_l3_
         assert task.cancelled()
         assert not it.service.client.connected  # run() closes its session when cancelled
         assert l3.repeated_reports == 0
+
+
+def test_the_openscs_section_and_its_files_are_checked_before_the_daemon_starts(tmp_path):
+    credentials = tmp_path / "credentials"
+    section = {"url": "opc.tcp://l3.example.com:4840/openscs", "credentials_file": credentials}
+    with pytest.raises(ValueError, match="certificate and private_key go together"):
+        OpenScsConfig(**section, certificate=tmp_path / "line.der")
+    with pytest.raises(ValueError, match="retry_max_s must not be below retry_initial_s"):
+        OpenScsConfig(**section, retry_initial_s=5.0, retry_max_s=1.0)
+    with pytest.raises(ValueError, match="url"):
+        OpenScsConfig(**{**section, "url": "https://l3.example.com/openscs"})
+    config = load_config(ROOT / "config" / "demo.yaml")
+    config = config.model_copy(update={
+        "storage": config.storage.model_copy(update={"state_dir": tmp_path / "state"}),
+        "openscs": OpenScsConfig(**section),
+    })
+    with pytest.raises(OpenScsSetupError, match=r"openscs\.credentials_file: cannot read"):
+        Daemon(config)  # before anything starts
+    credentials.write_text("line-1\n")
+    with pytest.raises(OpenScsSetupError, match="user name on its first line and the password on its second"):
+        Daemon(config)
+    credentials.write_text("line-1\nl3-secret-1\n")
+    with pytest.raises(OpenScsSetupError, match="lineside opcua cert -c FILE"):
+        Daemon(config)
+    assert not (tmp_path / "state").exists()
+    make_certificate(OpcUaPaths.in_state_dir(tmp_path / "state"), "line-1", ["127.0.0.1"])
+    endpoint = endpoint_of(config)
+    assert (endpoint.username, endpoint.password) == ("line-1", "l3-secret-1")
+    assert OpenScsClient(endpoint).application_uri == "urn:lineside:line-1"
