@@ -33,7 +33,13 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from edge.errors import EdgeError
+from edge.openscs.errors import (
+    OpenScsAnswerError,
+    OpenScsError,
+    OpenScsRefusedError,
+    OpenScsSetupError,
+    OpenScsUnavailableError,
+)
 from edge.openscs.types import (
     NAMESPACES,
     OBJECTS_FOLDER,
@@ -52,6 +58,9 @@ if TYPE_CHECKING:
     from asyncua.common.node import Node
 
     from edge.openscs.ops import RequestKind
+
+__all__ = ["Endpoint", "OpenScsAnswerError", "OpenScsClient", "OpenScsError", "OpenScsRefusedError",
+           "OpenScsSetupError", "OpenScsUnavailableError", "SerialsAnswer", "application_uri_of"]
 
 _LOG = structlog.get_logger("lineside.openscs")
 
@@ -84,34 +93,6 @@ _SETUP_CODES: Final = frozenset({
     StatusCodes.BadInvalidArgument, StatusCodes.BadTypeMismatch, StatusCodes.BadNotExecutable,
 })
 """Status codes that retrying cannot cure: the integrator must fix credentials, trust or the server's model."""
-
-
-class OpenScsError(EdgeError):
-    """Talking OPEN-SCS to the L3 pool server failed."""
-
-
-class OpenScsUnavailableError(OpenScsError):
-    """The server could not be reached, dropped the link or did not answer in time; a retry may succeed."""
-
-
-class OpenScsSetupError(OpenScsError):
-    """The server refused the line (login, certificate, security) or lacks what the line calls; fix and retry."""
-
-
-class OpenScsAnswerError(OpenScsError):
-    """The server's answer breaks OPC 30260 (outputs missing, more serials than asked, a serial twice, ...).
-
-    Nothing of it is taken; a request stays pending and is sent again with its token at the next try.
-    """
-
-
-class OpenScsRefusedError(OpenScsError):
-    """The server answered a call with a ReturnStatus other than NoError."""
-
-    def __init__(self, method: str, status: ReturnStatus) -> None:
-        super().__init__(f"the L3 pool server answered {method} with {status.title}")
-        self.method = method
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from edge.config.models import OpenScsConfig
 from edge.openscs import ops
-from edge.openscs.client import OpenScsError
+from edge.openscs.errors import OpenScsError
 from edge.products.load import load_catalog
 from simulators.openscs_pool import OpenScsPool, PoolSpec
 

@@ -46,15 +46,8 @@ import structlog
 
 from edge.errors import EdgeError, PoolExhaustedError, SerialImportError
 from edge.openscs import ops
-from edge.openscs.client import (
-    REQUEST_METHODS,
-    Endpoint,
-    OpenScsClient,
-    OpenScsError,
-    OpenScsRefusedError,
-    OpenScsSetupError,
-    OpenScsUnavailableError,
-)
+from edge.openscs.client import REQUEST_METHODS, Endpoint, OpenScsClient
+from edge.openscs.errors import OpenScsError, OpenScsRefusedError, OpenScsSetupError, OpenScsUnavailableError
 from edge.openscs.types import ReturnStatus
 from edge.serials.batches import OPEN_SCS, serial_source
 from edge.store.runs import iso_utc

@@ -232,8 +232,10 @@ class BatchService:
         if batch.serial_source != OPEN_SCS or batch.state is not BatchState.CREATED:
             return
         if self.serial_requests is None:
-            raise BatchError(f"{batch.name} draws its serials over OPEN-SCS, but the line configuration has no "
-                             "openscs section naming the L3 pool server")
+            # Offline commands (lineside batch, no daemon) have no OPEN-SCS client either.
+            raise BatchError(f"{batch.name} draws its serials over OPEN-SCS and no OPEN-SCS client runs here: release "
+                             "it through the daemon, with an openscs section naming the L3 pool server in its line "
+                             "configuration")
         await self.serial_requests.ensure(batch, product, count)
 
     async def start(self, ref: int | str, *, operator: str | None = None) -> BatchRow:

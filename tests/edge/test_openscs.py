@@ -25,16 +25,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from edge.api.errors import error_body, http_status
 from edge.config import load_config
 from edge.config.models import CatalogConfig, OpenScsConfig
 from edge.daemon import Daemon
 from edge.errors import BatchError, PoolExhaustedError, SerialImportError
 from edge.opcua.certs import OpcUaPaths, make_certificate
 from edge.openscs import ops
-from edge.openscs.client import (
-    Endpoint,
+from edge.openscs.client import Endpoint, OpenScsClient
+from edge.openscs.errors import (
     OpenScsAnswerError,
-    OpenScsClient,
     OpenScsRefusedError,
     OpenScsSetupError,
     OpenScsUnavailableError,
@@ -388,7 +388,7 @@ async def test_a_release_without_an_openscs_section_says_so(tmp_path, products):
     batches = BatchService(SerialLedger(store, line_id=LINE), catalog, today=lambda: TODAY)
     async with store:
         batch = await batches.import_work_order(order("WO-1", 5), "wo.yaml")
-        with pytest.raises(BatchError, match="no openscs section"):
+        with pytest.raises(BatchError, match="no OPEN-SCS client runs here: release it through the daemon"):
             await batches.release(batch.id)
 
 
@@ -566,3 +566,11 @@ def test_the_openscs_section_and_its_files_are_checked_before_the_daemon_starts(
     endpoint = endpoint_of(config)
     assert (endpoint.username, endpoint.password) == ("line-1", "l3-secret-1")
     assert OpenScsClient(endpoint).application_uri == "urn:lineside:line-1"
+
+
+def test_open_scs_failures_reach_api_clients_as_bad_gateway_with_their_message():
+    err = OpenScsRefusedError("SNRequestAllocated", ReturnStatus.INVALID_SELECTION_CRITERIA)
+    assert http_status(err) == 502
+    assert error_body(err)["error"] == "the L3 pool server answered SNRequestAllocated with InvalidSelectionCriteria"
+    assert http_status(OpenScsUnavailableError("cannot reach opc.tcp://l3:4840/")) == 502
+    assert http_status(PoolExhaustedError("WO-1 lacks 41 serials")) == 409
