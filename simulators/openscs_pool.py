@@ -20,9 +20,9 @@ naming a serial this pool did not issue, or in a state the call cannot move it f
 UnableToAccept... status of its kind) and recorded in ``problems``.
 
 Faults (`fault()`, each used up by the calls it applies to): `SlowAnswer` (apply, then answer late: an answer the
-client gives up on), `Insufficient` (at most so many serials left), `InvalidFormat`, `Refuse` (a status instead of
-applying), `BadAnswer` (a request answered against OPC 30260); `down()` closes the listener and every connection
-until `up()`.
+client gives up on), `LoseAnswer` (apply, then drop the connections unanswered), `Insufficient` (at most so many
+serials left), `InvalidFormat`, `Refuse` (a status instead of applying), `BadAnswer` (a request answered against
+OPC 30260); `down()` closes the listener and every connection until `up()`.
 
 Security as a site's L3 would have it: Basic256Sha256 SignAndEncrypt only, user names and passwords (anonymous
 refused), client certificates trusted all or from a list.
@@ -90,8 +90,8 @@ if TYPE_CHECKING:
 
     from asyncua.server.internal_server import InternalServer
 
-__all__ = ["APP_URI", "BadAnswer", "Insufficient", "InvalidFormat", "OpenScsPool", "PoolSpec", "Refuse", "SlowAnswer",
-           "main"]
+__all__ = ["APP_URI", "BadAnswer", "Insufficient", "InvalidFormat", "LoseAnswer", "OpenScsPool", "PoolSpec", "Refuse",
+           "SlowAnswer", "main"]
 
 _LOG = structlog.get_logger("lineside.sim.openscs")
 
@@ -154,6 +154,14 @@ class SlowAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class LoseAnswer:
+    """Apply the next count calls (of method, or any), then drop every connection instead of answering."""
+
+    method: str | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Insufficient:
     """Have at most available more serials to hand out (of any pool) until removed."""
 
@@ -188,7 +196,7 @@ class BadAnswer:
     count: int = 1
 
 
-Fault = SlowAnswer | Insufficient | InvalidFormat | Refuse | BadAnswer
+Fault = SlowAnswer | LoseAnswer | Insufficient | InvalidFormat | Refuse | BadAnswer
 
 
 @dataclass(slots=True)
@@ -264,6 +272,7 @@ class OpenScsPool:
         max_requestable: int = DEFAULT_MAX_REQUESTABLE,
         trusted_clients: Sequence[bytes] | None = None,
         seed: int | None = None,
+        clock: bool = True,
     ) -> None:
         rng = random.Random(seed)  # noqa: S311 - simulated serials; the line's randomisation rules are checked elsewhere
         self._pools = {normalise_gtin(spec.gtin): _Pool(spec, random.Random(rng.random())) for spec in pools}  # noqa: S311
@@ -272,6 +281,9 @@ class OpenScsPool:
         self.max_requestable = max_requestable
         self.trusted_clients: set[bytes] | None = None if trusted_clients is None else set(trusted_clients)
         """Client certificates (DER) allowed to open a secure channel, read at each; None trusts any."""
+        self._clock = clock
+        """Keep ServerStatus.CurrentTime ticking: asyncua's task for it takes up to a second to stop (tests turn it
+        off)."""
         self._faults: list[_Armed] = []
         self._answers: dict[str, tuple[ReturnStatus, SNCollection, str]] = {}
         self._server: Server | None = None
@@ -303,6 +315,8 @@ class OpenScsPool:
         self._host = host
         server = self._server = Server(user_manager=self._users)  # type: ignore[arg-type]
         await server.init()  # the standard address space: seconds of CPU, once
+        if not self._clock:
+            server.disable_clock()
         server.set_endpoint(f"opc.tcp://{host}:{port}{ENDPOINT_PATH}")
         server.set_server_name("Simulated OPEN-SCS pool server")
         await server.set_application_uri(APP_URI)
@@ -437,6 +451,7 @@ class OpenScsPool:
                 method, str(collection_id or ""), int(count or 0), sn_format=str(sn_format or ""),
                 criteria=as_mapping(criteria or []), token=str(token or ""))
             await self._maybe_slow(method)
+            self._maybe_lose(method)
             bad = self._take(BadAnswer, method)
             if isinstance(bad, BadAnswer):
                 _LOG.info("OPEN-SCS answer broken on purpose", method=method, kind=bad.kind)
@@ -488,6 +503,7 @@ class OpenScsPool:
                 status = self._apply(method, [str(s) for s in collection.SerialNumbers], str(sn_format or ""),
                                      as_mapping(criteria or []))
             await self._maybe_slow(method)
+            self._maybe_lose(method)
             return [_status(status)]
 
         return call
@@ -503,6 +519,7 @@ class OpenScsPool:
             serials = [str(label.ID) for label in labels.LabelCollection if isinstance(label, LabelData)]
             status = self._apply(method, serials, str(sn_format or ""), as_mapping(context or []))
             await self._maybe_slow(method)
+            self._maybe_lose(method)
             return [_status(status)]
 
         return call
@@ -562,6 +579,15 @@ class OpenScsPool:
         for armed in self._faults:
             if isinstance(armed.fault, Insufficient):
                 armed.fault = Insufficient(max(0, armed.fault.available - given))
+
+    def _maybe_lose(self, method: str) -> None:
+        fault = self._take(LoseAnswer, method)
+        server = self._server
+        if isinstance(fault, LoseAnswer) and server is not None:
+            # Closed before the answer is written: asyncua's write to a closed transport is dropped silently.
+            _LOG.info("OPEN-SCS answer lost on purpose: every connection dropped", method=method)
+            for transport in list(server.iserver.asyncio_transports):
+                transport.close()
 
     async def _maybe_slow(self, method: str) -> None:
         fault = self._take(SlowAnswer, method)

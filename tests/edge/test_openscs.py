@@ -2,8 +2,8 @@
 
 Each test starts the simulated pool server (asyncua, Basic256Sha256 SignAndEncrypt, user and password) and runs the
 line's batch service, serial ledger and OPEN-SCS service on a real store. Reports are sent by calling flush(), not
-by waiting for the background task; the only real waits are client timeouts against answers the simulator holds
-back on purpose, so every outcome is fixed.
+by waiting for the background task (but in the test of the background task itself). Lost answers are connections
+the simulator drops after applying a call; one test lets the client's call timeout expire on an answer held back.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from simulators.openscs_pool import (
     BadAnswer,
     Insufficient,
     InvalidFormat,
+    LoseAnswer,
     OpenScsPool,
     PoolSpec,
     Refuse,
@@ -69,8 +70,9 @@ GTIN = "04012345000016"
 PRODUCT = "aspirin-500-eu"
 LINE = "line-1"
 USER, PASSWORD = "line-1", "l3-secret-1"
-SHORT_CALL_S = 0.5
-"""The client's call timeout where the simulator holds an answer back (for HELD_S): the call always times out."""
+SHORT_CALL_S = 2.0
+"""The client's call timeout in the one test where the simulator holds an answer back (for HELD_S): that call always
+times out; the others on loopback take milliseconds. Elsewhere answers are lost by dropping the connection."""
 HELD_S = 30.0
 S = SerialState
 N = SerialNumberState
@@ -108,7 +110,7 @@ def products(tmp_path: Path) -> Path:
 @pytest.fixture
 async def l3() -> AsyncIterator[OpenScsPool]:
     """The simulated L3 pool server with a pool for the aspirin's GTIN (its serial format: 12 of 0-9A-Z)."""
-    async with OpenScsPool([PoolSpec(GTIN, length=12)], users={USER: PASSWORD}, seed=7) as pool:
+    async with OpenScsPool([PoolSpec(GTIN, length=12)], users={USER: PASSWORD}, seed=7, clock=False) as pool:
         yield pool
 
 
@@ -249,7 +251,7 @@ async def test_l3_down_during_a_request_then_a_lost_answer_nothing_is_lost_or_im
 
 
 async def test_l3_down_during_reports_they_wait_and_a_resent_report_counts_once(tmp_path, products, l3):
-    async with line(tmp_path, products, l3, call_timeout_s=SHORT_CALL_S) as it:
+    async with line(tmp_path, products, l3) as it:
         batch = await it.batches.import_work_order(order("WO-1", 20), "wo.yaml")
         batch = await it.batches.release(batch.id)
         await it.batches.start(batch.id)
@@ -265,7 +267,7 @@ async def test_l3_down_during_reports_they_wait_and_a_resent_report_counts_once(
         assert Counter(l3.states(GTIN).values()) == {N.ALLOCATED: 21}
         await l3.up()
         # The L3 applies the first report but its answer is lost: the line sends it again with the same id.
-        l3.fault(SlowAnswer(HELD_S, method="SNtoEncoded"))
+        l3.fault(LoseAnswer(method="SNtoEncoded"))
         with pytest.raises(OpenScsUnavailableError):
             await it.service.flush()
         assert Counter(l3.states(GTIN).values()) == {N.ENCODED: 10, N.ALLOCATED: 11}
@@ -413,7 +415,7 @@ async def report_rows(it: Line) -> list[tuple[str, int, bool]]:
 
 
 async def test_an_outage_mid_batch_and_a_line_restart_deliver_every_report_once(tmp_path, products, l3):
-    async with line(tmp_path, products, l3, call_timeout_s=SHORT_CALL_S) as it:
+    async with line(tmp_path, products, l3) as it:
         batch = await it.batches.import_work_order(order("WO-1", 40), "wo.yaml")
         batch = await it.batches.release(batch.id)
         await it.batches.start(batch.id)
@@ -421,7 +423,7 @@ async def test_an_outage_mid_batch_and_a_line_restart_deliver_every_report_once(
         await it.service.flush()
         # The next batch's request is applied by the L3, but every answer to it is lost: it stays pending.
         second = await it.batches.import_work_order(order("WO-2", 10, lot="L2"), "wo2.yaml")
-        l3.fault(SlowAnswer(HELD_S, method="SNRequestAllocated", count=REQUEST_ATTEMPTS))
+        l3.fault(LoseAnswer(method="SNRequestAllocated", count=REQUEST_ATTEMPTS))
         with pytest.raises(OpenScsUnavailableError, match="stays pending"):
             await it.batches.release(second.id)
         # The L3 goes down mid-batch; the line goes on printing and judging.
@@ -437,12 +439,12 @@ async def test_an_outage_mid_batch_and_a_line_restart_deliver_every_report_once(
         assert await it.service.backlog() == {"reports": 3, "requests": 1}
 
     # The line restarts on the same store, with a new client: nothing is queued again, nothing forgotten.
-    async with line(tmp_path, products, l3, call_timeout_s=SHORT_CALL_S) as it:
+    async with line(tmp_path, products, l3) as it:
         assert await it.service.backlog() == {"reports": 3, "requests": 1}
         assert await it.service.collect() == 0
         await l3.up()
         # The commissioning is applied, its answer lost: sent again with its report id, applied once.
-        l3.fault(SlowAnswer(HELD_S, method="SIDCommissioningEvent"))
+        l3.fault(LoseAnswer(method="SIDCommissioningEvent"))
         with pytest.raises(OpenScsUnavailableError):
             await it.service.flush()
         await it.service.flush()
