@@ -19,7 +19,6 @@ times out drops it, and the next call opens a new one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -206,10 +205,8 @@ class OpenScsClient:
                 await self._drop()
                 raise OpenScsUnavailableError(f"{method} got no answer: {_describe(err)}") from err
             except asyncio.CancelledError:
-                # asyncua cancels a request's future when its link goes; only our own cancellation goes on as such.
                 await self._drop()
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if _cancelling():
                     raise
                 raise OpenScsUnavailableError(f"{method}: the link went during the call") from None
             except Exception as err:
@@ -250,7 +247,13 @@ class OpenScsClient:
                 raise OpenScsSetupError(f"{endpoint.url} offers no Basic256Sha256 SignAndEncrypt endpoint: {err}"
                                         ) from err
             raise OpenScsUnavailableError(f"cannot reach {endpoint.url}: {_describe(err)}") from err
-        except BaseException:  # our own setup errors, cancellation: nothing is left half open
+        except asyncio.CancelledError:
+            await _close(client)
+            if _cancelling():
+                raise
+            # asyncua cancels its pending requests when the link goes mid-handshake.
+            raise OpenScsUnavailableError(f"cannot open a session with {endpoint.url}: the link went") from None
+        except BaseException:  # our own setup errors, anything else: nothing is left half open
             await _close(client)
             raise
         self._session = session
@@ -302,10 +305,26 @@ def _is_event(method: str) -> bool:
 
 async def _close(client: Client) -> None:
     """Close client's session and link, bounded; failures are the link's state, not news."""
-    with contextlib.suppress(OSError, TimeoutError, UaError):
+    try:
         async with asyncio.timeout(CLOSE_TIMEOUT_S):
             await client.disconnect()
-    client.disconnect_socket()
+    except (OSError, TimeoutError, UaError):
+        pass
+    except asyncio.CancelledError:
+        if _cancelling():
+            raise
+    finally:
+        client.disconnect_socket()
+
+
+def _cancelling() -> bool:
+    """Tell whether the running task itself is being cancelled.
+
+    asyncua cancels a request's future when its link goes, which reaches the caller as CancelledError too: that one
+    is a lost link, and only a cancellation of the task goes on as such.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _serials_answer(method: str, count: int, outputs: list[Any]) -> SerialsAnswer:
