@@ -186,13 +186,11 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class BadAnswer:
-    """Answer the next count requests against OPC 30260, having handed the serials out all the same.
-
-    missing_outputs: the ReturnStatus alone; foreign_serials: serials no GS1 code can carry; too_many: one serial
-    more than asked, the first again.
-    """
+    """Answer the next count requests against OPC 30260, the serials handed out all the same."""
 
     kind: Literal["missing_outputs", "foreign_serials", "too_many"]
+    """missing_outputs: the ReturnStatus alone; foreign_serials: serials no GS1 code can carry; too_many: one serial
+    more than asked, the first again."""
     count: int = 1
 
 

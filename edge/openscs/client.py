@@ -318,11 +318,7 @@ async def _close(client: Client) -> None:
 
 
 def _cancelling() -> bool:
-    """Tell whether the running task itself is being cancelled.
-
-    asyncua cancels a request's future when its link goes, which reaches the caller as CancelledError too: that one
-    is a lost link, and only a cancellation of the task goes on as such.
-    """
+    """Tell whether the running task itself is being cancelled (not a request asyncua cancelled on a lost link)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
 

@@ -23,10 +23,7 @@ class OpenScsSetupError(OpenScsError):
 
 
 class OpenScsAnswerError(OpenScsError):
-    """The server's answer breaks OPC 30260 (outputs missing, more serials than asked, a serial twice, ...).
-
-    Nothing of it is taken; a request stays pending and is sent again with its token at the next try.
-    """
+    """The server's answer breaks OPC 30260 (outputs missing, too many serials, ...); nothing of it was taken."""
 
 
 class OpenScsRefusedError(OpenScsError):

@@ -240,10 +240,7 @@ class _Queue:
 
 def collect_reports(conn: sqlite3.Connection, *, kind: RequestKind, now: str,
                     limit: int = COLLECT_LIMIT) -> tuple[int, bool]:
-    """Queue the reports for what happened to serials of OPEN-SCS batches since the last round.
-
-    Return how many reports were queued, and whether the round stopped at limit (another should follow at once).
-    """
+    """Queue reports of what OPEN-SCS serials went through since the last round; return (queued, stopped at limit)."""
     queue = _Queue(conn, kind, now)
     batches = conn.execute(
         "SELECT b.id, b.gtin, b.state, coalesce(o.encoded_through, 0), coalesce(o.allocated_told, 0)"
@@ -381,10 +378,8 @@ _LINE_TO_SERVER: Final = {
 
 
 def expected_state(state: SerialState, *, kind: RequestKind, commissioned: bool) -> SerialNumberState:
-    """Return the state the server should hold a serial in, by the line's state of it (all reports delivered).
-
-    commissioned: whether the serial was ever commissioned (a sampled pack is then a sampled SID, else a label).
-    """
+    """Return the state the server holds a serial in once every report is delivered, by the line's state of it."""
+    # commissioned: whether it ever was; a sampled pack is then a sampled SID, else a sampled label.
     if state is L.AVAILABLE:
         return received_state(kind)
     if state is L.SAMPLED:

@@ -151,11 +151,8 @@ class OpenScsService:
     # -- requests -------------------------------------------------------------------------------------------
 
     async def ensure(self, batch: BatchRow, product: Product, count: int) -> None:
-        """Have the pool hold what the batch lacks of count serials, requesting it from the L3 pool server.
-
-        PoolExhaustedError when the server has fewer (what it gave stays in the pool); OpenScsError when it cannot
-        be reached or refuses (requests whose answer was lost are sent again, same token, at the next try).
-        """
+        """Request what the pool lacks of the batch's count serials (PoolExhaustedError, OpenScsError when not)."""
+        # What a short answer gave stays in the pool; a request whose answer was lost goes again, same token.
         async with self._requests:
             needed = await self._shortfall(batch, count)
             if needed and await self._finish_pending(product):
@@ -172,10 +169,7 @@ class OpenScsService:
         self.wake()  # the background task checks the low-water mark
 
     async def refill(self) -> int:
-        """Finish requests whose answer was lost, then top up each OPEN-SCS pool below low_water; return serials got.
-
-        A pool below low_water gets request_size more serials.
-        """
+        """Finish lost requests, then give each OPEN-SCS pool below low_water request_size more; return serials got."""
         mark = self.config.low_water
         received = 0
         async with self._requests:
@@ -285,10 +279,7 @@ class OpenScsService:
                 return queued
 
     async def send(self) -> int:
-        """Send the queued reports in order until none is left; return how many the server accepted.
-
-        OpenScsError at the first that fails (the server down or refusing): it and those after it wait.
-        """
+        """Send the queued reports in order; return how many were accepted (OpenScsError at the first that fails)."""
         sent = 0
         async with self._sending:
             while reports := await self.store.read(partial(ops.next_reports, limit=SEND_BATCH)):
