@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
                            "starting another; start one when there is none")
     demo.add_argument("--spare", type=int, default=0,
                       help="serials allocated beyond the packs and the printer's buffer, for restarts (default 0)")
+    demo.add_argument("--upstream", choices=["open-scs"],
+                      help="open-scs: draw the batch's serials over OPEN-SCS (OPC 30260) from a simulated L3 pool "
+                           "server in the same process, report their states back and return the unused ones")
     _log_options(demo)
     demo.set_defaults(handler=_cmd_demo)
 
@@ -184,9 +187,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.resume and args.state_dir is None:
         print("lineside demo: --resume carries on the batch in a --state-dir; give one", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.resume and args.upstream is not None:
+        # The simulated L3 keeps its pools in memory: a resumed line would report serials it never issued.
+        print("lineside demo: --upstream open-scs does not go with --resume (the simulated L3 forgets its serials "
+              "when the demo ends)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return run_demo(config_path=args.config, state_dir=args.state_dir,
                     run=DemoRun(units=args.units, ppm=args.ppm, defect_every=max(0, args.defect_every),
-                                duration_s=args.duration, resume=args.resume, spare=max(0, args.spare)),
+                                duration_s=args.duration, resume=args.resume, spare=max(0, args.spare),
+                                serial_upstream=args.upstream),
                     log_level=args.log_level, log_format=args.log_format)
 
 

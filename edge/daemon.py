@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from edge.config import DeviceConfig, LineConfig
     from edge.config.models import InspectionConfig
     from edge.opcua.server import OpcUaServer
+    from edge.openscs.client import Endpoint
+    from edge.openscs.service import OpenScsService
     from edge.sync.delivery import TargetDelivery
 
 _LOG = structlog.get_logger("lineside.daemon")
@@ -103,6 +105,10 @@ class Daemon:
         # Without its certificate the OPC UA server refuses here, before anything starts, saying how to make it.
         self.opcua: OpcUaServer | None = _opcua_server(config, sleep) if config.opcua.enabled else None
         """The OPC UA server (PackML per OPC 30050) when configured."""
+        # Likewise the OPEN-SCS credentials and the line's certificate: refused here, before anything starts.
+        self._openscs_endpoint: Endpoint | None = _openscs_endpoint(config) if config.openscs is not None else None
+        self.openscs: OpenScsService | None = None
+        """Serials from the L3 pool server and state reports to it (OPEN-SCS, OPC 30260) when configured."""
         self._attached: dict[str, Attached] = {}
         self._plc_id = config.inspection.plc if config.inspection is not None else _first_plc(config)
         if self._plc_id is not None:
@@ -176,7 +182,7 @@ class Daemon:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend([*(root.create_task(service(), name="service") for service in self._services),
                              *(root.create_task(d.run(), name=f"upstream:{d.target.id}") for d in self.deliveries)])
-                work.extend(self._opcua_task(root, control, store))
+                work.extend([*self._opcua_task(root, control, store), *self._openscs_task(root, store, batches)])
                 api = self._api = ApiServer(self._app(batches, store), cfg.api.host, cfg.api.port,
                                             hmi=(cfg.hmi.host, cfg.hmi.port), sleep=self._sleep)
                 work.append(root.create_task(api.run(), name="http-api"))
@@ -231,6 +237,21 @@ class Daemon:
         if self.opcua is None:
             return []
         return [root.create_task(self.opcua.run(control, Accounts(store, audit=AuditTrail(store))), name="opcua")]
+
+    def _openscs_task(self, root: asyncio.TaskGroup, store: Store, batches: BatchService) -> list[asyncio.Task[None]]:
+        """Start the OPEN-SCS service in root when configured: releases request through it, closes wake it."""
+        cfg, endpoint = self.config.openscs, self._openscs_endpoint
+        if cfg is None or endpoint is None:
+            return []
+        from edge.openscs.client import OpenScsClient  # noqa: PLC0415 - asyncua loads only when OPEN-SCS is used
+        from edge.openscs.service import OpenScsService  # noqa: PLC0415
+
+        client = OpenScsClient(endpoint, call_timeout_s=cfg.timeout_s)
+        service = self.openscs = OpenScsService(cfg, store=store, batches=batches, client=client,
+                                                line_id=self.config.line.id, sleep=self._sleep)
+        batches.serial_requests = service
+        batches.closed_listeners.append(lambda _batch_id: service.wake())
+        return [root.create_task(service.run(), name="openscs")]
 
     def _plc_driver(self) -> LineIo | None:
         """Return the line PLC's driver while its link is up."""
@@ -481,6 +502,13 @@ def _opcua_server(config: LineConfig, sleep: Sleep) -> OpcUaServer:
     from edge.opcua.server import OpcUaServer  # noqa: PLC0415
 
     return OpcUaServer(config.opcua, line_id=config.line.id, paths=OpcUaPaths.of(config), sleep=sleep)
+
+
+def _openscs_endpoint(config: LineConfig) -> Endpoint:
+    """Return the L3 pool server and the line's credentials for it (OpenScsSetupError saying what is missing)."""
+    from edge.openscs.service import endpoint_of  # noqa: PLC0415 - asyncua loads only when OPEN-SCS is used
+
+    return endpoint_of(config)
 
 
 def _first_plc(config: LineConfig) -> str | None:

@@ -5,6 +5,10 @@ kill, a power cut) instead of starting another: the daemon's recovery has put th
 doubt, and the demo goes on from what the store says is done. It makes the packs still missing, completes the
 batch, decommissions what is in doubt, closes the last case and pallet short, closes the batch and waits for
 its EPCIS to arrive upstream; the simulated repository keeps its events in the state directory too.
+
+With ``serial_upstream`` "open-scs" the batch draws its serials over OPEN-SCS (OPC 30260) from a simulated Level-3
+pool server in the same process (`edge.openscs.demo`), and the summary says how many came that way, what was
+reported of them and what was returned, and whether the L3 and the line agree on every serial's state.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
     from edge.serials.batches import BatchService
     from edge.serials.ops import BatchRow
     from simulators.base import Simulator
+    from simulators.openscs_pool import OpenScsPool
 
 _LOG = structlog.get_logger("lineside.demo")
 
@@ -116,6 +121,8 @@ class DemoRun:
     """Carry on the batch left unfinished in the state directory (start one when there is none)."""
     spare: int = 0
     """Serials allocated beyond the packs and the printer's buffer: a restart puts what was in flight in doubt."""
+    serial_upstream: Literal["open-scs"] | None = None
+    """open-scs: the batch's serials come from a simulated L3 pool server over OPEN-SCS; None: the market's source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +181,18 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
             targets = tuple(t.model_copy(update={"url": upstream.url}) if t.kind == "capture" else t
                             for t in config.upstream.targets)
             config = config.model_copy(update={"upstream": config.upstream.model_copy(update={"targets": targets})})
+        l3 = None
+        if run.serial_upstream == "open-scs":
+            # asyncua loads only when the demo draws its serials over OPEN-SCS.
+            from edge.openscs.demo import simulated_l3  # noqa: PLC0415
+
+            config, l3 = await stack.enter_async_context(simulated_l3(config))
         line = await stack.enter_async_context(SimulatedLine(config, defects=plan))
-        return await _run_line(line, config_sha256, run, upstream)
+        return await _run_line(line, config_sha256, run, upstream, l3)
 
 
-async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None) -> int:
+async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None,
+                    l3: OpenScsPool | None = None) -> int:
     config = line.config
     printer = line.printer
     outcome: dict[str, Any] = {}
@@ -215,6 +229,10 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
         outcome.update(await _summary(batches, batch.id, line, daemon, order))
         outcome.update(await _close_and_deliver(batches, batch.id, daemon, upstream, outcome["problems"],
                                                 durable_upstream=run.resume))
+        if l3 is not None:
+            from edge.openscs.demo import l3_view  # noqa: PLC0415 - loaded with the simulated L3 already
+
+            outcome.update(await l3_view(daemon, batch.id, l3, outcome["problems"]))
         daemon.request_shutdown()
 
     async def stop_after() -> None:
@@ -796,9 +814,19 @@ def _print_summary(outcome: dict[str, Any]) -> None:
         *(f"EPCIS to {row['target']}: {row['state']}, {row['events']} events in {row['messages']} document(s), "
           f"{row['attempts']} attempt(s)" for row in outcome.get("delivery", [])),
         *([f"upstream validated with {outcome['upstream_validated']}"] if outcome.get("upstream_validated") else []),
+        *_open_scs_lines(outcome),
         "problems: " + ("; ".join(outcome["problems"][:10]) or "none"),
     ]
     print("\n".join(lines))  # noqa: T201 - the command's output
+
+
+def _open_scs_lines(outcome: dict[str, Any]) -> list[str]:
+    """Return the summary's OPEN-SCS lines (none when the demo drew no serials over OPEN-SCS)."""
+    if "open_scs" not in outcome:
+        return []
+    from edge.openscs.demo import summary_lines  # noqa: PLC0415 - loaded with the simulated L3 already
+
+    return summary_lines(outcome)
 
 
 def _serial_of(code: str) -> str:

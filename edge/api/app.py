@@ -217,8 +217,8 @@ async def _errors(  # noqa: PLR0911 - one answer per kind of error, read top to 
             _LOG.exception("API request failed", method=request.method, path=request.path)
             return _problem(500, "internal error, see the log")
         body = error_body(err)
-        if status >= 500:
-            _LOG.error("API request failed: the store is unavailable", method=request.method, path=request.path,
+        if status >= 500:  # the store or the L3 pool server failed: the operator sees it, the log keeps it
+            _LOG.error("API request failed", status=status, method=request.method, path=request.path,
                        error=body["error"])
         return _problem(status, body["error"], body["issues"])
 

@@ -19,11 +19,13 @@ from edge.errors import (
     StoreError,
 )
 from edge.markets.rules import MarketRuleError
+from edge.openscs.errors import OpenScsError
 
 BAD_REQUEST = 400
 NOT_FOUND = 404
 CONFLICT = 409
 UNPROCESSABLE = 422
+BAD_GATEWAY = 502
 UNAVAILABLE = 503
 
 
@@ -31,20 +33,21 @@ def http_status(err: BaseException) -> int | None:
     """Return the HTTP status of an expected error, or None when the error is not one we raise on purpose.
 
     400 bad input, 404 no such batch or container, 409 refused by the domain (illegal move, does not balance,
-    pool exhausted, randomisation, an aggregation rule), 422 a scan that is not the code asked for, 503 the
-    store failed.
+    pool exhausted, randomisation, an aggregation rule), 422 a scan that is not the code asked for, 502 the L3
+    pool server (OPEN-SCS) failed or refused, 503 the store failed.
     """
-    if isinstance(err, BatchNotFoundError | ContainerNotFoundError):
-        return NOT_FOUND
-    if isinstance(err, ScanError):
-        return UNPROCESSABLE
-    if isinstance(err, ConfigError | SerialImportError):
-        return BAD_REQUEST
-    if isinstance(err, StoreError):
-        return UNAVAILABLE
-    if isinstance(err, BatchError | SerialError | MarketRuleError | AggregationError):
-        return CONFLICT
-    return None
+    return next((status for kinds, status in _STATUS_OF if isinstance(err, kinds)), None)
+
+
+_STATUS_OF: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
+    # In this order: a subclass's status before its base's.
+    ((BatchNotFoundError, ContainerNotFoundError), NOT_FOUND),
+    ((ScanError,), UNPROCESSABLE),
+    ((ConfigError, SerialImportError), BAD_REQUEST),
+    ((StoreError,), UNAVAILABLE),
+    ((OpenScsError,), BAD_GATEWAY),
+    ((BatchError, SerialError, MarketRuleError, AggregationError), CONFLICT),
+)
 
 
 def error_body(err: BaseException) -> dict[str, Any]:

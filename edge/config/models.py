@@ -378,6 +378,62 @@ class SerialPoolConfig(Section):
     """Seconds the command may take before it is killed and the failure logged."""
 
 
+class OpenScsConfig(Section):
+    """The Level-3 serial pool server products with serial_source open_scs draw serials from (OPEN-SCS, OPC 30260)."""
+
+    url: str = Field(pattern=r"^opc\.tcp://[^\s/]+(/[^\s]*)?$")
+    """Endpoint of the L3 pool server, like opc.tcp://l3.example.com:4840/openscs."""
+    security: Literal["Basic256Sha256_SignAndEncrypt"] = "Basic256Sha256_SignAndEncrypt"
+    """Security policy and mode of the session: Basic256Sha256 with SignAndEncrypt, as the line's own OPC UA server."""
+    credentials_file: Path
+    """File holding the user name on its first line and the password on its second, readable by the service user
+    only; relative paths start at the config file's directory."""
+    certificate: Path | None = None
+    """The line's application certificate (DER) the server must trust. Default: the line's OPC UA certificate,
+    opcua/server-cert.der in the state directory (lineside opcua cert makes it), with the line's application URI."""
+    private_key: Path | None = None
+    """The certificate's private key (PEM, unencrypted). Default: opcua/server-key.pem in the state directory."""
+    server_certificate: Path | None = None
+    """The server's certificate (DER or PEM) to pin. Default: the certificate the server's endpoint offers."""
+    collection_id: str = ""
+    """SNCollectionID serials are requested from; empty: the server's default collection."""
+    request: Literal["allocated", "unallocated", "unassigned"] = "allocated"
+    """SNRequestAllocated (serials set aside for this line), SNRequestUnallocated or SNRequestUnassigned; serials of the
+    last two are reported allocated (SNtoAllocated) when a batch draws them."""
+    sn_format: str = Field("SN", min_length=1)
+    """SNFormat of the serials requested and reported: one the server lists in its SNFormat property, giving serials
+    as the code carries them in AI (21)."""
+    request_size: int = Field(1000, strict=True, ge=1, le=100_000)
+    """Most serials asked for in one SNRequest call; a batch lacking more makes several."""
+    low_water: int | None = Field(None, strict=True, ge=1)
+    """When a product's pool of serials falls below this many, request_size more are requested in the background,
+    so the next batch's release needs no request. Unset: a release requests what its batch lacks, no more."""
+    pool_object: str | None = Field(None, min_length=1)
+    """Browse name of the pool manager under Objects/OPENSCSObjects; default: the object with the SNRequest method."""
+    event_manager: str | None = Field(None, min_length=1)
+    """Browse name of the event manager there; default: the object with SIDCommissioningEvent."""
+    timeout_s: Seconds = 30.0
+    """Longest wait for the server's answer to one call; then the call is retried with the same token or report id."""
+    retry_initial_s: float = Field(1.0, strict=True, gt=0, le=600)
+    """First wait before retrying reports after a failure; doubles per failure in a row up to retry_max_s."""
+    retry_max_s: float = Field(60.0, strict=True, gt=0, le=3600)
+    """Longest wait between retries while the server stays down or refuses."""
+
+    @field_validator("credentials_file", "certificate", "private_key", "server_certificate")
+    @classmethod
+    def _anchor(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _anchored(path, info)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Self:
+        if (self.certificate is None) != (self.private_key is None):
+            missing = "private_key" if self.private_key is None else "certificate"
+            raise RelationError("certificate and private_key go together", at=(missing,))
+        if self.retry_max_s < self.retry_initial_s:
+            raise RelationError("retry_max_s must not be below retry_initial_s", at=("retry_max_s",))
+        return self
+
+
 class RejectImagesConfig(Section):
     """Frames of rejected packs kept for the HMI."""
 
@@ -664,6 +720,8 @@ class LineConfig(Section):
     """Where the products and market rule packs are."""
     serial_pool: SerialPoolConfig = Field(default_factory=SerialPoolConfig)
     """What to do when a pool of serials from upstream runs low."""
+    openscs: OpenScsConfig | None = None
+    """The L3 serial pool server (OPEN-SCS, OPC 30260) for products whose serial_source is open_scs."""
     control: ControlConfig = Field(default_factory=ControlConfig)
     """How the line's PackML state machine answers hold and stop requests, and what it needs to start."""
     inspection: InspectionConfig | None = None

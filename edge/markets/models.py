@@ -293,9 +293,10 @@ class MarketPack(Section):
     """Format of the serial (AI 21)."""
     randomisation: Randomisation
     """How unpredictable serials must be."""
-    serial_source: Literal["local", "upstream_list", "external_complete_codes"]
+    serial_source: Literal["local", "upstream_list", "external_complete_codes", "open_scs"]
     """local: the line's own pool; upstream_list: serials issued by L3/L4; external_complete_codes: whole
-    codes (serial and crypto tail) issued from outside and printed byte-exact."""
+    codes (serial and crypto tail) issued from outside and printed byte-exact; open_scs: serials requested from the
+    L3 pool server of the line configuration's openscs section when a batch is released, their states reported back."""
     aggregation: AggregationSpec
     """Which packing levels are reported as aggregation."""
     epcis: EpcisSpec

@@ -56,6 +56,9 @@ class ProductSerials(SerialSpec):
     """Extra serials allocated at release, in percent of the quantity, for rejects and samples."""
     low_water: int | None = Field(None, strict=True, ge=1)
     """Alarm when fewer serials than this are left in the pool (serials or codes issued from upstream)."""
+    source: Literal["open_scs"] | None = None
+    """open_scs: draw this product's serials from the line's OPEN-SCS pool server whatever its market pack says (a
+    site whose L3 issues serials for some products only); unset: the market pack's serial_source."""
 
     @property
     def generated_length(self) -> int:

@@ -1,8 +1,9 @@
 """Batches as an MES and an operator see them: work orders in, serials allocated by the market's rules, close.
 
 BatchService joins the catalog (products and market packs) to the serial ledger. The rules of where
-serials come from are data: the market pack says local, upstream list or external complete codes and
-how random serials must be; the product says the serial format it prints and the overage.
+serials come from are data: the market pack says local, upstream list, external complete codes or OPEN-SCS
+(requested from the L3 pool server at release) and how random serials must be; the product says the serial
+format it prints and the overage, and may draw its serials over OPEN-SCS whatever its market says.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ REQUEST_COMMAND_TIMEOUT_S = 30.0
 _ORIGIN_OF_SOURCE = {
     "upstream_list": Origin.UPSTREAM,
     "external_complete_codes": Origin.EXTERNAL_CODE,
+    "open_scs": Origin.UPSTREAM,
 }
+OPEN_SCS = "open_scs"
 
 
 class LowWaterHook(Protocol):
@@ -97,11 +100,24 @@ class CommandRequest:
                        output=output.decode(errors="replace")[-2000:])
 
 
+class SerialRequester(Protocol):
+    """Brings a batch's serials into the pool from the L3 pool server before the batch draws them (OPEN-SCS)."""
+
+    async def ensure(self, batch: BatchRow, product: Product, count: int) -> None:
+        """Have the pool hold what the batch lacks of count serials; raise (PoolExhaustedError, ...) when it cannot."""
+
+
+def serial_source(product: Product, market: MarketPack) -> str:
+    """Return where the product's serials come from: its own serials.source when set, else its market pack's."""
+    return product.serials.source or market.serial_source
+
+
 def allocation_plan(product: Product, market: MarketPack, quantity: int) -> AllocationPlan:
     """Return how a batch of quantity units of product for market gets its serials (with its overage)."""
     count = with_overage(quantity, product.serials.overage_percent)
-    if market.serial_source != "local":
-        return AllocationPlan(count, _ORIGIN_OF_SOURCE[market.serial_source])
+    where = serial_source(product, market)
+    if where != "local":
+        return AllocationPlan(count, _ORIGIN_OF_SOURCE[where])
     length = product.serials.generated_length
     if product.serials.mode == "sequential":
         space = 10**length
@@ -118,8 +134,11 @@ def _check_space(market: MarketPack, space: int, issued: int) -> None:
 
 
 def returns_to_pool(batch: BatchRow) -> bool:
-    """Tell whether the batch's unused serials go back to the pool (they came from upstream) or are only reported."""
-    return batch.serial_source != "local"
+    """Tell whether the batch's unused serials go back to the pool (they came from upstream) or are only reported.
+
+    Unused OPEN-SCS serials go back to the L3 pool server (SNReturnAllocated), not to the line's pool.
+    """
+    return batch.serial_source not in ("local", OPEN_SCS)
 
 
 class AuditRecord(Protocol):
@@ -149,6 +168,8 @@ class BatchService:
         """Where batch actions and serial exceptions are recorded (the audit trail), when the line keeps one."""
         self.closed_listeners: list[Callable[[int], None]] = []
         """Called with the batch id once a batch is durably closed (upstream delivery starts at once)."""
+        self.serial_requests: SerialRequester | None = None
+        """Requests the serials of OPEN-SCS batches from the L3 pool server, when the line has one configured."""
 
     # -- work orders ----------------------------------------------------------------------------
 
@@ -172,7 +193,7 @@ class BatchService:
             expiry=order.expiry_yymmdd,
             quantity=order.quantity,
             market=market.id,
-            serial_source=market.serial_source,
+            serial_source=serial_source(product, market),
             product=product.snapshot(),
             order=order.model_dump(mode="json"),
         )
@@ -196,6 +217,7 @@ class BatchService:
         product = await self._product_of(batch)
         market = self._market(batch)
         plan = allocation_plan(product, market, batch.quantity)
+        await self.prepare_release(batch, product, plan.count)
         await self.ledger.release(batch.id, plan, operator=operator)
         _LOG.info("batch released", batch=batch.id, serials=plan.count, origin=plan.origin.name.lower(),
                   operator=operator)
@@ -204,6 +226,17 @@ class BatchService:
         if plan.origin in (Origin.UPSTREAM, Origin.EXTERNAL_CODE):
             await self.check_low_water(product)
         return await self.ledger.batch(batch.id)
+
+    async def prepare_release(self, batch: BatchRow, product: Product, count: int) -> None:
+        """Bring what an OPEN-SCS batch lacks of count serials into the pool from the L3 server; nothing for others."""
+        if batch.serial_source != OPEN_SCS or batch.state is not BatchState.CREATED:
+            return
+        if self.serial_requests is None:
+            # Offline commands (lineside batch, no daemon) have no OPEN-SCS client either.
+            raise BatchError(f"{batch.name} draws its serials over OPEN-SCS and no OPEN-SCS client runs here: release "
+                             "it through the daemon, with an openscs section naming the L3 pool server in its line "
+                             "configuration")
+        await self.serial_requests.ensure(batch, product, count)
 
     async def start(self, ref: int | str, *, operator: str | None = None) -> BatchRow:
         """Start a released batch (refused while another batch holds the line), or resume a paused one."""
