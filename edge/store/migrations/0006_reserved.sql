@@ -1,0 +1,2 @@
+-- Placeholder: version 6 belongs to another branch's migration. Migrations are numbered without gaps, so this
+-- branch holds the number with an empty migration; drop this file when the branch carrying 0006 is merged.
