@@ -38,10 +38,11 @@ def batch_record_html(body: dict[str, Any]) -> str:
         _table("Alarms", ("at", "kind", "device", "text"),
                [(a["at"], a["details"].get("kind"), a["details"].get("device"), a["details"].get("text"))
                 for a in body["alarms"]]),
-        _table("Printers", ("id", "serials", "first", "last"),
-               [(d["id"], d["serials"], d["first_at"], d["last_at"]) for d in body["devices"]["printers"]]),
-        _table("Cameras", ("id", "serials", "first", "last"),
-               [(d["id"], d["serials"], d["first_at"], d["last_at"]) for d in body["devices"]["cameras"]]),
+        _table("Printers", ("id", "sent", "printed", "first", "last"),
+               [(d["id"], d["sent"], d["printed"], d["first_at"], d["last_at"]) for d in body["devices"]["printers"]]),
+        _table("Cameras", ("id", "commissioned", "rejected", "first", "last"),
+               [(d["id"], d["commissioned"], d["rejected"], d["first_at"], d["last_at"])
+                for d in body["devices"]["cameras"]]),
         _table("Configuration", ("run", "started_at", "version", "config_sha256"),
                [(c["run"], c["started_at"], c["version"], c["config_sha256"]) for c in body["configuration"]]),
         _reconciliation(body.get("reconciliation")),

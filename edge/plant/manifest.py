@@ -63,17 +63,31 @@ def batch_manifest(conn: sqlite3.Connection, batch_id: int, as_of: int) -> dict[
 
 
 def production_confirmation(conn: sqlite3.Connection, batch_id: int) -> dict[str, Any]:
-    """Return the batch's good and scrap quantities (scrap: rejected and destroyed; samples apart)."""
-    counts = dict(conn.execute("SELECT state, count(*) FROM serial WHERE batch_id = ? GROUP BY state", (batch_id,))
-                  .fetchall())
-    rejected = int(counts.get(int(SerialState.REJECTED), 0))
-    destroyed = int(counts.get(int(SerialState.DESTROYED), 0))
+    """Return the batch's good and scrap quantities: packs judged good, packs judged bad or destroyed.
+
+    Serials decommissioned from in doubt (left in a printer's buffer, in flight at a crash) are counted apart:
+    whether a pack carried them is unknown, so they are neither good nor scrap.
+    """
+    judged = {int(SerialState.REJECTED): 0, int(SerialState.DESTROYED): 0, int(SerialState.SAMPLED): 0}
+    doubted = 0
+    for state, from_doubt, count in conn.execute(
+            "SELECT s.state, EXISTS (SELECT 1 FROM serial_history AS h WHERE h.serial_id = s.id AND h.from_state = ?),"
+            " count(*) FROM serial AS s WHERE s.batch_id = ? AND s.state IN (?, ?, ?) GROUP BY 1, 2",
+            (int(SerialState.IN_DOUBT), batch_id, *judged)):
+        if from_doubt:
+            doubted += int(count)
+        else:
+            judged[int(state)] += int(count)
+    good = conn.execute("SELECT count(*) FROM serial WHERE batch_id = ? AND state = ?",
+                        (batch_id, int(SerialState.COMMISSIONED))).fetchone()[0]
+    rejected, destroyed = judged[int(SerialState.REJECTED)], judged[int(SerialState.DESTROYED)]
     return {
-        "good_quantity": int(counts.get(int(SerialState.COMMISSIONED), 0)),
+        "good_quantity": int(good),
         "scrap_quantity": rejected + destroyed,
         "rejected": rejected,
         "destroyed": destroyed,
-        "sampled": int(counts.get(int(SerialState.SAMPLED), 0)),
+        "sampled": judged[int(SerialState.SAMPLED)],
+        "in_doubt_decommissioned": doubted,
         "unit": "EA",
     }
 

@@ -127,13 +127,17 @@ def _serial_times(conn: sqlite3.Connection, batch_id: int) -> dict[str, str | No
 
 
 def _devices(conn: sqlite3.Connection, batch_id: int, states: tuple[int, int]) -> list[dict[str, Any]]:
-    """Return the devices that made the batch's transitions into states, with how many serials each moved."""
-    return [
-        {"id": device, "serials": int(count), "first_at": first, "last_at": last}
-        for device, count, first, last in conn.execute(
-            "SELECT device, sum(count), min(at), max(at) FROM transition WHERE batch_id = ? AND to_state IN (?, ?)"
-            " AND device IS NOT NULL GROUP BY device ORDER BY device", (batch_id, *states))
-    ]
+    """Return the devices that moved the batch's serials into states, with how many into each and when."""
+    found: dict[str, dict[str, Any]] = {}
+    for device, state, count, first, last in conn.execute(
+            "SELECT device, to_state, sum(count), min(at), max(at) FROM transition WHERE batch_id = ?"
+            " AND to_state IN (?, ?) AND device IS NOT NULL GROUP BY device, to_state ORDER BY device, to_state",
+            (batch_id, *states)):
+        entry = found.setdefault(device, {"id": device, **{SerialState(s).label: 0 for s in states},
+                                          "first_at": first, "last_at": last})
+        entry[SerialState(state).label] = int(count)
+        entry["first_at"], entry["last_at"] = min(entry["first_at"], first), max(entry["last_at"], last)
+    return list(found.values())
 
 
 def _configurations(conn: sqlite3.Connection, since: str, until: str | None) -> list[dict[str, Any]]:

@@ -45,13 +45,14 @@ class PackedBatch:
 
 
 async def pack_batch(store: Store, clock: Ticker) -> PackedBatch:
-    """Run WO-7 to its pallet: 25 good (two full cases on a pallet, a short loose case), 3 rejected, a pause."""
+    """Run WO-7 to its pallet: 25 good (two full cases on a pallet, a short loose case), 3 rejected, 2 left sent."""
     catalog = load_catalog(CatalogConfig(products=ROOT / "config" / "products", markets=ROOT / "config" / "markets"))
     batches = BatchService(SerialLedger(store, line_id="line-1"), catalog, today=lambda: TODAY)
     batch = await batches.import_work_order(ORDER, "wo.yaml", operator="mes")
     await batches.release(batch.id, operator="supervisor")
     await batches.start(batch.id, operator="op")
-    ids = [row[0] for row in await batches.ledger.next_to_print(batch.id, 28, device="printer-1")]
+    sent = [row[0] for row in await batches.ledger.next_to_print(batch.id, 30, device="printer-1")]
+    ids = sent[:28]  # two stay in the printer's buffer: in doubt at completion, decommissioned at close
     await batches.ledger.move(ids, SerialState.PRINTED, reason="printed", device="printer-1")
     good, rejected = ids[:25], ids[25:]
     await batches.ledger.move(good, SerialState.COMMISSIONED, reason="verified", device="camera-1")
@@ -75,6 +76,7 @@ async def pack_batch(store: Store, clock: Ticker) -> PackedBatch:
 
 
 async def close_batch(packed: PackedBatch) -> None:
-    """Complete and close the batch (the serials never printed are returned)."""
+    """Complete and close the batch (the two in doubt decommissioned, the serials never sent returned)."""
     await packed.batches.complete(packed.batch_id, operator="supervisor")
+    await packed.batches.decommission_in_doubt(packed.batch_id, reason="left in the printer", operator="qa")
     await packed.batches.close(packed.batch_id, operator="supervisor")

@@ -99,7 +99,8 @@ async def test_the_pallet_manifest_shows_the_pallet_as_closed_though_it_is_rewor
             assert case["units"] == len((await packed.agg.contents(found.id)).serial_ids)
         assert manifest["totals"] == {"pallets": 1, "cases": 3, "units": 25}
         assert manifest["production_confirmation"] == {
-            "good_quantity": 25, "scrap_quantity": 3, "rejected": 3, "destroyed": 0, "sampled": 0, "unit": "EA"}
+            "good_quantity": 25, "scrap_quantity": 3, "rejected": 3, "destroyed": 0, "sampled": 0,
+            "in_doubt_decommissioned": 2, "unit": "EA"}
 
         rows = list(csv.reader(io.StringIO(manifest_csv(manifest))))
         assert tuple(rows[0]) == CSV_COLUMNS
@@ -123,12 +124,15 @@ async def test_the_batch_record_holds_what_the_line_did(tmp_path):
         assert record["batch"]["work_order"] == "WO-7"
         assert [p["reason"] for p in record["pauses"]] == ["paused"]
         assert record["pauses"][0]["resumed_at"] is not None
-        assert (record["counts"]["commissioned"], record["counts"]["rejected"]) == (25, 3)
-        assert record["decommissioned_by_reason"]["rejected"] == {"grade below C": 2, "wrong code": 1}
+        assert (record["counts"]["commissioned"], record["counts"]["rejected"]) == (25, 5)
+        assert record["decommissioned_by_reason"]["rejected"] == {"grade below C": 2,
+                                                                  "in doubt, decommissioned: left in the printer": 2,
+                                                                  "wrong code": 1}
         assert [d["id"] for d in record["devices"]["printers"]] == ["printer-1"]
-        assert record["devices"]["cameras"] == [
-            {"id": "camera-1", "serials": 28, "first_at": record["serial_times"]["first_commissioned_at"],
-             "last_at": record["devices"]["cameras"][0]["last_at"]}]
+        [camera] = record["devices"]["cameras"]
+        assert camera == {"id": "camera-1", "commissioned": 25, "rejected": 3,
+                          "first_at": record["serial_times"]["first_commissioned_at"], "last_at": camera["last_at"]}
+        assert (record["devices"]["printers"][0]["sent"], record["devices"]["printers"][0]["printed"]) == (30, 28)
         assert record["serial_times"]["first_printed_at"] <= record["serial_times"]["last_commissioned_at"]
         assert [(c["run"], c["config_sha256"]) for c in record["configuration"]] == [(run_id, "c" * 64)]
         assert record["reconciliation"]["report"]["balanced"] is True
