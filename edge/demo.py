@@ -32,11 +32,13 @@ from edge.errors import BatchNotFoundError, ConfigError, EdgeError
 from edge.gs1.element import parse
 from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
+from edge.plant.demo import delivered_lines, with_endpoint
 from edge.serials.states import BatchState, SerialState
 from edge.supervisor import LinkState
 from simulators.catalog import SIMULATORS, simulator_for
 from simulators.epcis_upstream import EpcisUpstream
 from simulators.packaging import LabelFault
+from simulators.plant_endpoint import PlantEndpoint
 from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
 
@@ -163,11 +165,15 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
             targets = tuple(t.model_copy(update={"url": upstream.url}) if t.kind == "capture" else t
                             for t in config.upstream.targets)
             config = config.model_copy(update={"upstream": config.upstream.model_copy(update={"targets": targets})})
+        # The site's MES/ERP, simulated: every HTTP plant target points at it.
+        plant = await stack.enter_async_context(PlantEndpoint()) if config.plant.targets else None
+        config = with_endpoint(config, plant.url) if plant is not None else config
         line = await stack.enter_async_context(SimulatedLine(config, defects=plan))
-        return await _run_line(line, config_sha256, run, upstream)
+        return await _run_line(line, config_sha256, run, upstream, plant)
 
 
-async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None) -> int:
+async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None,
+                    plant: PlantEndpoint | None = None) -> int:
     config = line.config
     printer = line.printer
     outcome: dict[str, Any] = {}
@@ -203,6 +209,8 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
         outcome.update(await _summary(batches, batch.id, line, daemon, order))
         outcome.update(await _close_and_deliver(batches, batch.id, daemon, upstream, outcome["problems"],
                                                 durable_upstream=run.resume))
+        outcome["plant"] = await delivered_lines(daemon.plant, daemon.store, batch.id, plant, outcome["problems"],
+                                                 durable=run.resume)
         daemon.request_shutdown()
 
     async def stop_after() -> None:
@@ -710,6 +718,7 @@ def _print_summary(outcome: dict[str, Any]) -> None:
         *(f"EPCIS to {row['target']}: {row['state']}, {row['events']} events in {row['messages']} document(s), "
           f"{row['attempts']} attempt(s)" for row in outcome.get("delivery", [])),
         *([f"upstream validated with {outcome['upstream_validated']}"] if outcome.get("upstream_validated") else []),
+        *outcome.get("plant", []),
         "problems: " + ("; ".join(outcome["problems"][:10]) or "none"),
     ]
     print("\n".join(lines))  # noqa: T201 - the command's output

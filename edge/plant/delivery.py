@@ -194,3 +194,24 @@ def build_plant_deliveries(
                       sleep=sleep or asyncio.sleep)
         for target in config.plant.targets
     ]
+
+
+async def plant_deliveries(
+    config: LineConfig,
+    store: Store,
+    closed_listeners: list[Callable[[int], None]],
+    *,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> list[PlantDelivery]:
+    """Build the daemon's plant deliveries (secrets read off the loop), woken whenever a batch closes."""
+    if not config.plant.targets:
+        return []
+    deliveries = await asyncio.to_thread(build_plant_deliveries, config, store, sleep=sleep)
+
+    def wake(batch_id: int) -> None:
+        del batch_id  # every target looks for whatever the close queued
+        for delivery in deliveries:
+            delivery.wake()
+
+    closed_listeners.append(wake)
+    return deliveries
