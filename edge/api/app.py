@@ -27,6 +27,7 @@ from edge.api.signing import SignatureRequiredError
 from edge.control.accounts import AuthError
 from edge.control.permissions import NotAllowedError, Permission
 from edge.metrics import add_metrics_route
+from edge.plant.acks import create_acknowledged
 from edge.serials.imports import Kind
 from edge.serials.report import render_html
 from edge.serials.workorder import REQUEST_BODY
@@ -316,8 +317,7 @@ async def _create(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise _BadRequestError(f"{REQUEST_BODY}: not UTF-8 text (byte {err.start})") from err
-    order = batches.parse_work_order(text, REQUEST_BODY)
-    batch = await batches.create(order, operator=operator)
+    batch = await create_acknowledged(batches, text, REQUEST_BODY, operator)  # the MES hears either way
     location = f"{API_PREFIX}/batches/{batch.id}"
     return _json(await batches.status(batch.id), 201, headers={"Location": location})
 

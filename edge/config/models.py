@@ -652,8 +652,8 @@ class PlantTarget(Section):
     """The endpoint messages are POSTed to (http), like https://mes.example.com/lineside/messages."""
     directory: Path | None = None
     """Directory the messages are written into (file_drop), atomically, one file per representation."""
-    messages: tuple[Literal["batch_record", "batch_manifest", "pallet_manifest"], ...] = (
-        "batch_record", "batch_manifest", "pallet_manifest")
+    messages: tuple[Literal["work_order_ack", "batch_record", "batch_manifest", "pallet_manifest"], ...] = (
+        "work_order_ack", "batch_record", "batch_manifest", "pallet_manifest")
     """Which messages this target gets (docs/plant-messages.md)."""
     formats: tuple[Literal["json", "csv", "html"], ...] = ("json",)
     """Representations sent besides JSON: csv for manifests, html for batch records."""

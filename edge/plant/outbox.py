@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from edge.errors import EdgeError
+from edge.plant import acks
 from edge.plant.manifest import batch_manifest, pallet_manifest
 from edge.plant.records import batch_record
 
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Iterable
 
-Kind = Literal["batch_record", "batch_manifest", "pallet_manifest"]
-KINDS: Final[tuple[Kind, ...]] = ("batch_record", "batch_manifest", "pallet_manifest")
+Kind = Literal["work_order_ack", "batch_record", "batch_manifest", "pallet_manifest"]
+KINDS: Final[tuple[Kind, ...]] = ("work_order_ack", "batch_record", "batch_manifest", "pallet_manifest")
 DeliveryState = Literal["pending", "delivering", "delivered", "failed"]
 Outcome = Literal["stored", "duplicate", "retry", "failed"]
 
@@ -39,7 +40,8 @@ class Message:
 
     outbox_id: int
     kind: Kind
-    batch_id: int
+    batch_id: int | None
+    """None for the acknowledgement of a refused work order."""
     message_id: str
     body: str
     sha256: str
@@ -53,7 +55,8 @@ class Message:
     def name(self) -> str:
         """File name stem: kind, work order, the pallet's SSCC for a pallet manifest, and the outbox id."""
         data = self.data
-        parts = [self.kind, data["batch"]["work_order"]]
+        work_order = data["batch"]["work_order"] if isinstance(data.get("batch"), dict) else data.get("work_order")
+        parts = [self.kind, str(work_order or "unnamed")]
         if self.kind == "pallet_manifest":
             parts.append(data["pallets"][0]["sscc"])
         parts.append(str(self.outbox_id))
@@ -110,26 +113,30 @@ def next_delivery(conn: sqlite3.Connection, target: str) -> Delivery | None:
 def fixed_message(conn: sqlite3.Connection, outbox_id: int, now: str) -> Message:
     """Return the message of an outbox row, rendering and fixing its body the first time (a write)."""
     row = conn.execute(
-        "SELECT kind, batch_id, container_id, event_id, as_of, at, body, sha256 FROM plant_outbox WHERE id = ?",
-        (outbox_id,)).fetchone()
+        "SELECT kind, batch_id, refusal_id, container_id, event_id, as_of, at, body, sha256 FROM plant_outbox"
+        " WHERE id = ?", (outbox_id,)).fetchone()
     if row is None:
         raise PlantDeliveryError(f"there is no plant message {outbox_id}")
-    kind, batch_id, container_id, event_id, as_of, at, body, sha256 = row
+    kind, batch_id, refusal_id, container_id, event_id, as_of, at, body, sha256 = row
     store_id = str(conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
     mid = message_id(store_id, outbox_id)
     if body is None:
-        body = render(conn, kind, batch_id=batch_id, container_id=container_id, event_id=event_id, as_of=as_of,
-                      at=at, message=mid)
+        body = render(conn, kind, batch_id=batch_id, refusal_id=refusal_id, container_id=container_id,
+                      event_id=event_id, as_of=as_of, at=at, message=mid)
         sha256 = hashlib.sha256(body.encode()).hexdigest()
         conn.execute("UPDATE plant_outbox SET body = ?, sha256 = ?, rendered_at = ? WHERE id = ?",
                      (body, sha256, now, outbox_id))
-    return Message(outbox_id, kind, int(batch_id), mid, str(body), str(sha256))
+    return Message(outbox_id, kind, None if batch_id is None else int(batch_id), mid, str(body), str(sha256))
 
 
-def render(conn: sqlite3.Connection, kind: Kind, *, batch_id: int, container_id: int | None, event_id: int,
-           as_of: int, at: str, message: str) -> str:
+def render(conn: sqlite3.Connection, kind: Kind, *, batch_id: int | None, refusal_id: int | None,
+           container_id: int | None, event_id: int, as_of: int, at: str, message: str) -> str:
     """Return the JSON body of a message: its envelope (id, kind, line, time) and what the kind reports."""
-    if kind == "batch_record":
+    if kind == "work_order_ack":
+        content = acks.accepted(conn, batch_id) if batch_id is not None else acks.refused(conn, refusal_id or 0)
+    elif batch_id is None:
+        raise PlantDeliveryError(f"plant message {message}: a {kind} without its batch")
+    elif kind == "batch_record":
         content = batch_record(conn, batch_id, event_id)
     elif kind == "batch_manifest":
         content = batch_manifest(conn, batch_id, as_of)
@@ -137,7 +144,8 @@ def render(conn: sqlite3.Connection, kind: Kind, *, batch_id: int, container_id:
         content = pallet_manifest(conn, batch_id, container_id, as_of)
     else:
         raise PlantDeliveryError(f"plant message {message}: a pallet manifest without its pallet")
-    line = conn.execute("SELECT line_id FROM batch WHERE id = ?", (batch_id,)).fetchone()[0]
+    line = conn.execute("SELECT coalesce((SELECT line_id FROM batch WHERE id = ?),"
+                        " (SELECT line_id FROM work_order_refusal WHERE id = ?))", (batch_id, refusal_id)).fetchone()[0]
     envelope = {"schema": content.pop("schema"), "version": content.pop("version"), "message_id": message,
                 "kind": kind, "line": line, "created_at": at}
     return json.dumps({**envelope, **content}, ensure_ascii=False, indent=2) + "\n"
@@ -182,8 +190,9 @@ def resend(conn: sqlite3.Connection, target: str, outbox_id: int, *, operator: s
 def status(conn: sqlite3.Connection, target: str | None = None) -> list[dict[str, Any]]:
     """Return every queued message per target with its state, attempts and reason, oldest first."""
     rows = conn.execute(
-        "SELECT d.target, d.outbox_id, o.kind, b.work_order, d.state, d.attempts, d.reason, d.delivered_at"
-        " FROM plant_delivery AS d JOIN plant_outbox AS o ON o.id = d.outbox_id JOIN batch AS b ON b.id = o.batch_id"
+        "SELECT d.target, d.outbox_id, o.kind, coalesce(b.work_order, r.work_order), d.state, d.attempts, d.reason,"
+        " d.delivered_at FROM plant_delivery AS d JOIN plant_outbox AS o ON o.id = d.outbox_id"
+        " LEFT JOIN batch AS b ON b.id = o.batch_id LEFT JOIN work_order_refusal AS r ON r.id = o.refusal_id"
         " WHERE ? IS NULL OR d.target = ? ORDER BY d.target, d.outbox_id", (target, target))
     keys = ("target", "outbox_id", "kind", "work_order", "state", "attempts", "reason", "delivered_at")
     return [dict(zip(keys, row, strict=True)) for row in rows]

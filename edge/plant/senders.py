@@ -41,7 +41,7 @@ MESSAGE_ID_HEADER: Final = "Idempotency-Key"
 def representations(message: Message, wanted: Sequence[Representation]) -> list[tuple[Representation, bytes]]:
     """Return the representations of message that target wants and its kind has (JSON always first)."""
     out: list[tuple[Representation, bytes]] = [("json", message.body.encode())]
-    if "csv" in wanted and message.kind != "batch_record":
+    if "csv" in wanted and message.kind in ("batch_manifest", "pallet_manifest"):
         out.append(("csv", manifest_csv(message.data).encode()))
     if "html" in wanted and message.kind == "batch_record":
         out.append(("html", batch_record_html({**message.data}).encode()))

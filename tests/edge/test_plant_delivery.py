@@ -90,18 +90,19 @@ async def test_every_message_survives_an_outage_and_arrives_exactly_once(tmp_pat
             endpoint.faults.add(DropConnection())
             endpoint.lose_answers = 2
             packed = await pack_batch(store, clock)
-            await settle(delivery)  # the pallet manifest, through the outage
+            await settle(delivery)  # the work order's acknowledgement and the pallet manifest, through the outage
             endpoint.faults.add(ErrorStatus(502), count=3)
             endpoint.lose_answers = 1
             await close_batch(packed)
             await settle(delivery)
 
         bodies = await stored_bodies(store)
-        assert [kind for kind, _, _ in bodies] == ["pallet_manifest", "batch_record", "batch_manifest"]
+        assert [kind for kind, _, _ in bodies] == ["work_order_ack", "pallet_manifest", "batch_record",
+                                                   "batch_manifest"]
         received = endpoint.messages("json")
         # Exactly once: each message stored once, in order, byte for byte what the store fixed.
         assert [r.body.decode() for r in received] == [body for _, body, _ in bodies]
-        assert len({r.message_id for r in received}) == 3
+        assert len({r.message_id for r in received}) == 4
         assert [r.kind for r in endpoint.messages("csv")] == ["pallet_manifest", "batch_manifest"]
         assert [r.kind for r in endpoint.messages("html")] == ["batch_record"]
         assert Counter((r.message_id, r.representation) for r in endpoint.received).most_common(1)[0][1] == 1
@@ -111,9 +112,10 @@ async def test_every_message_survives_an_outage_and_arrives_exactly_once(tmp_pat
         assert sleeps.retries[:2] == [2.0, 2.0]  # the endpoint's Retry-After, above the first backoff pause
 
         status = await store.read(lambda conn: outbox.status(conn, "mes"))
-        assert [s["state"] for s in status] == ["delivered"] * 3
+        assert [s["state"] for s in status] == ["delivered"] * 4
         first = await store.read(lambda conn: outbox.attempts_of(conn, "mes", status[0]["outbox_id"]))
-        assert [a["outcome"] for a in first] == ["retry"] * 6 + ["stored"]
+        # Stored by the fifth attempt, whose answer was lost like the sixth's: the seventh finds it held.
+        assert [a["outcome"] for a in first] == ["retry"] * 6 + ["duplicate"]
         assert first[0]["status"] == 503
 
 
@@ -138,9 +140,10 @@ async def test_a_restart_between_storing_and_the_answer_sends_again_and_the_endp
             await settle(delivery)
             status = await store.read(lambda conn: outbox.status(conn, "mes"))
 
-    assert [s["state"] for s in status] == ["delivered"] * 3
-    assert [r.kind for r in endpoint.messages("json")] == ["pallet_manifest", "batch_record", "batch_manifest"]
-    assert endpoint.answers[200] == 1  # the pallet manifest's JSON, stored before its answer was lost
+    assert [s["state"] for s in status] == ["delivered"] * 4
+    assert [r.kind for r in endpoint.messages("json")] == ["work_order_ack", "pallet_manifest", "batch_record",
+                                                           "batch_manifest"]
+    assert endpoint.answers[200] == 1  # the acknowledgement, stored before its answer was lost
 
 
 async def test_a_refused_message_holds_the_queue_until_an_operator_resends_it(tmp_path):
@@ -154,7 +157,7 @@ async def test_a_refused_message_holds_the_queue_until_an_operator_resends_it(tm
             await close_batch(packed)
             await settle(delivery)
             assert delivery.blocked is not None
-            assert "refused the pallet_manifest json with 400" in delivery.blocked
+            assert "refused the work_order_ack json with 400" in delivery.blocked
             assert endpoint.received == []  # nothing after the refused message goes ahead of it
 
             await store.write(lambda conn: outbox.resend(conn, "mes", 1, operator="qa", reason="fixed upstream",
@@ -162,8 +165,9 @@ async def test_a_refused_message_holds_the_queue_until_an_operator_resends_it(tm
             await settle(delivery)
             assert delivery.blocked is None
         status = await store.read(lambda conn: outbox.status(conn, "mes"))
-        assert [s["state"] for s in status] == ["delivered"] * 3
-        assert [r.kind for r in endpoint.received] == ["pallet_manifest", "batch_record", "batch_manifest"]
+        assert [s["state"] for s in status] == ["delivered"] * 4
+        assert [r.kind for r in endpoint.received] == ["work_order_ack", "pallet_manifest", "batch_record",
+                                                       "batch_manifest"]
         attempts = await store.read(lambda conn: outbox.attempts_of(conn, "mes", 1))
         assert [(a["outcome"], a["operator"]) for a in attempts] == [("failed", None), ("resend", "qa"),
                                                                      ("stored", None)]
@@ -201,9 +205,9 @@ async def test_a_file_drop_target_gets_json_csv_and_html_once(tmp_path):
         bodies = await stored_bodies(store)
         attempts = await store.read(lambda conn: outbox.attempts_of(conn, "erp", 2))
     assert sorted(p.name for p in drop.iterdir()) == names
-    assert len(names) == 6  # json for all three, csv for the two manifests, html for the record
+    assert len(names) == 7  # json for all four, csv for the two manifests, html for the record
     record = next(p for p in drop.iterdir() if p.name.startswith("batch_record-WO-7") and p.suffix == ".json")
-    assert record.read_text() == bodies[1][1]
+    assert record.read_text() == bodies[2][1]
     assert json.loads(record.read_text())["kind"] == "batch_record"
     assert [a["outcome"] for a in attempts] == ["stored", "resend", "duplicate"]
 

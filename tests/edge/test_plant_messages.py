@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -14,6 +15,7 @@ from edge.plant.html import batch_record_html
 from edge.plant.manifest import CSV_COLUMNS, manifest_csv
 from edge.store import DB_NAME, Store
 from tests.edge.plant_line import PackedBatch, Ticker, close_batch, pack_batch
+from tests.edge.test_api import LINE, aspirin, catalog, line  # noqa: F401 - the API fixtures, shared
 
 ITEM = ("04012345000016", "L2611B", "281031")
 
@@ -41,10 +43,10 @@ async def test_pallet_and_batch_close_write_their_messages_in_the_same_transacti
     store = Store.open(tmp_path / "state", clock=clock)
     async with store:
         packed = await pack_batch(store, clock)
-        assert await _outbox(store) == [(1, "pallet_manifest", packed.pallet)]
+        assert await _outbox(store) == [(1, "work_order_ack", None), (2, "pallet_manifest", packed.pallet)]
         await close_batch(packed)
-        assert await _outbox(store) == [(1, "pallet_manifest", packed.pallet), (2, "batch_record", None),
-                                        (3, "batch_manifest", None)]
+        assert await _outbox(store) == [(1, "work_order_ack", None), (2, "pallet_manifest", packed.pallet),
+                                        (3, "batch_record", None), (4, "batch_manifest", None)]
 
     # A change refused by the store leaves no message behind: the outbox row is part of the change's transaction.
     conn = sqlite3.connect(tmp_path / "state" / DB_NAME, isolation_level=None)
@@ -52,9 +54,9 @@ async def test_pallet_and_batch_close_write_their_messages_in_the_same_transacti
         conn.execute("BEGIN")
         conn.execute("INSERT INTO batch_event (batch_id, at, from_state, to_state, reason)"
                      " VALUES (1, 'x', 'closed', 'closed', 'again')")
-        assert conn.execute("SELECT count(*) FROM plant_outbox").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM plant_outbox").fetchone()[0] == 6
         conn.execute("ROLLBACK")
-        assert conn.execute("SELECT count(*) FROM plant_outbox").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM plant_outbox").fetchone()[0] == 4
     finally:
         conn.close()
 
@@ -72,9 +74,9 @@ async def test_the_pallet_manifest_shows_the_pallet_as_closed_though_it_is_rewor
         await packed.agg.close_container(packed.pallet, operator="supervisor", partial_reason="rebuilt")
         await close_batch(packed)
         kinds = [kind for _, kind, _ in await _outbox(store)]
-        assert kinds == ["pallet_manifest", "pallet_manifest", "batch_record", "batch_manifest"]
+        assert kinds == ["work_order_ack", "pallet_manifest", "pallet_manifest", "batch_record", "batch_manifest"]
 
-        first = (await _message(store, 1)).data
+        first = (await _message(store, 2)).data
         assert (first["schema"], first["version"]) == ("lineside.shipping-manifest", 1)
         [pallet] = first["pallets"]
         assert pallet["sscc"] == pallet_sscc
@@ -82,12 +84,12 @@ async def test_the_pallet_manifest_shows_the_pallet_as_closed_though_it_is_rewor
         assert pallet["contents"] == [{"gtin": gtin, "lot": ITEM[1], "expiry": ITEM[2], "quantity": 20}]
         assert first["totals"] == {"pallets": 1, "cases": 2, "units": 20}
 
-        second = (await _message(store, 2)).data
+        second = (await _message(store, 3)).data
         assert [c["sscc"] for c in second["pallets"][0]["cases"]] == case_ssccs[:1]
         assert second["pallets"][0]["units"] == 10
 
         # The batch manifest against the store's aggregation as it stands at the close.
-        manifest = (await _message(store, 4)).data
+        manifest = (await _message(store, 5)).data
         assert manifest["scope"] == "batch"
         on_pallet = (await packed.agg.contents(packed.pallet)).container_ids
         assert [[c["sscc"] for c in p["cases"]] for p in manifest["pallets"]] == [
@@ -116,7 +118,7 @@ async def test_the_batch_record_holds_what_the_line_did(tmp_path):
         run_id, _ = await store.begin_run("test", "c" * 64)
         packed = await pack_batch(store, clock)
         await close_batch(packed)
-        message = await _message(store, 2)
+        message = await _message(store, 3)
         record = message.data
         assert record["message_id"] == message.message_id
         assert message.message_id.startswith("urn:uuid:")
@@ -139,13 +141,39 @@ async def test_the_batch_record_holds_what_the_line_did(tmp_path):
         assert record["closed_at"] == record["reconciliation"]["report"]["closed_at"]
 
         # The body is fixed at its first rendering: every later read and every target gets the same bytes.
-        again = await _message(store, 2)
+        again = await _message(store, 3)
         assert (again.body, again.sha256, again.message_id) == (message.body, message.sha256, message.message_id)
         with pytest.raises(Exception, match="fixed once rendered"):
-            await store.write(lambda conn: conn.execute("UPDATE plant_outbox SET body = '{}' WHERE id = 2"))
+            await store.write(lambda conn: conn.execute("UPDATE plant_outbox SET body = '{}' WHERE id = 3"))
 
         page = batch_record_html(record)
         assert "<script" not in page
         assert "WO-7" in page
         assert "grade below C" in page
         json.dumps(record)  # JSON all through
+
+
+async def test_each_work_order_is_acknowledged_accepted_or_refused_with_the_reason(line):  # noqa: F811 - a fixture
+    """Through the HTTP API: an accepted work order, the same again, one for another line, one unreadable."""
+    order = aspirin(work_order="WO-ACK")
+    assert (await line.call("POST", "/work-orders", data=order.encode()))[0] == 201
+    assert (await line.call("POST", "/work-orders", data=order.encode()))[0] == 409
+    other_line = order.replace(f"line: {LINE}", "line: line-9").replace("WO-ACK", "WO-OTHER")
+    assert (await line.call("POST", "/work-orders", data=other_line.encode()))[0] == 400
+    assert (await line.call("POST", "/work-orders", data=b"work_order: [unclosed"))[0] == 400
+
+    store = line.ledger.store
+    acks = [(await _message(store, oid)).data for oid, kind, _ in await _outbox(store) if kind == "work_order_ack"]
+    assert [(a["work_order"], a["accepted"]) for a in acks] == [
+        ("WO-ACK", True), ("WO-ACK", False), ("WO-OTHER", False), (None, False)]
+    assert all(a["schema"] == "lineside.work-order-ack" and a["line"] == LINE for a in acks)
+    assert acks[0]["batch"] == 1
+    assert acks[0]["reason"] is None
+    assert "imported already as batch 1" in acks[1]["reason"]
+    assert "line-9" in acks[2]["reason"]
+    assert acks[3]["reason"]
+    kept = await store.read(lambda conn: conn.execute(
+        "SELECT text, sha256, operator FROM work_order_refusal ORDER BY id").fetchall())
+    assert kept[0][0] == order
+    assert kept[0][1] == hashlib.sha256(order.encode()).hexdigest()
+    assert kept[0][2] == "sam"
