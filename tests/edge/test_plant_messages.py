@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -10,12 +11,16 @@ import sqlite3
 
 import pytest
 
+from edge.api import make_app
 from edge.plant import outbox
 from edge.plant.html import batch_record_html
 from edge.plant.manifest import CSV_COLUMNS, manifest_csv
+from edge.serials.batches import BatchService
+from edge.serials.ledger import SerialLedger
 from edge.store import DB_NAME, Store
+from tests.edge.logins import add_users, login, make_auth
 from tests.edge.plant_line import PackedBatch, Ticker, close_batch, pack_batch
-from tests.edge.test_api import LINE, aspirin, catalog, line  # noqa: F401 - the API fixtures, shared
+from tests.edge.test_api import LINE, TODAY, aspirin, catalog, line, serving  # noqa: F401 - the API fixtures, shared
 
 ITEM = ("04012345000016", "L2611B", "281031")
 
@@ -177,3 +182,44 @@ async def test_each_work_order_is_acknowledged_accepted_or_refused_with_the_reas
     assert kept[0][0] == order
     assert kept[0][1] == hashlib.sha256(order.encode()).hexdigest()
     assert kept[0][2] == "sam"
+
+
+async def test_the_api_shows_plant_deliveries_and_resends_a_failed_one_as_the_user(tmp_path, catalog):  # noqa: F811
+    store = Store.open(tmp_path / "state", group_window_s=0)
+    writer = asyncio.create_task(store.run(), name="store writer")
+    auth = make_auth(store)
+    batches = BatchService(SerialLedger(store, line_id=LINE), catalog, today=lambda: TODAY)
+    try:
+        await add_users(auth.accounts)
+        await batches.import_work_order(aspirin(work_order="WO-API"), "wo.yaml", operator="mes")
+        stamp = "2026-11-25T09:00:00.000000Z"
+
+        def fail_it(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO plant_target (target, since_outbox, at) VALUES ('mes', 0, ?)", (stamp,))
+            outbox.enqueue(conn, "mes", outbox.KINDS, stamp)
+            outbox.fixed_message(conn, 1, stamp)
+            outbox.begin_attempt(conn, "mes", 1, stamp)
+            outbox.end_attempt(conn, "mes", 1, "failed", "the endpoint refused it with 400", now=stamp, status=400)
+
+        await store.write(fail_it)
+        async with serving(make_app(batches, auth=auth, store=lambda: store)) as session:
+            headers = await login(session, "sam")
+            async with session.get("/api/v1/plant/deliveries", headers=headers) as answer:
+                listed = await answer.json()
+            assert [(d["kind"], d["work_order"], d["state"]) for d in listed["deliveries"]] == [
+                ("work_order_ack", "WO-API", "failed")]
+            async with session.post("/api/v1/plant/deliveries/mes/1/resend", headers=headers,
+                                    json={"reason": "MES fixed its schema"}) as answer:
+                assert answer.status == 200
+            async with session.post("/api/v1/plant/deliveries/mes/1/resend", headers=headers,
+                                    json={"reason": "again"}) as answer:
+                assert answer.status == 409  # pending already: nothing to re-send
+            async with session.get("/api/v1/plant/deliveries/mes/1", headers=headers) as answer:
+                shown = await answer.json()
+        assert shown["state"] == "pending"
+        assert [(a["outcome"], a["operator"]) for a in shown["attempts"]] == [("failed", None), ("resend", "sam")]
+        assert len(shown["sha256"]) == 64
+    finally:
+        await store.aclose()
+        await writer
+        store.close()
