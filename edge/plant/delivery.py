@@ -133,7 +133,13 @@ class PlantDelivery:
             outbox.begin_attempt(conn, target, outbox_id, self._now())
             return message
 
-        message = await self._store.write(begin)
+        try:
+            message = await self._store.write(begin)
+        except outbox.PlantDeliveryError as exc:
+            # A message that cannot be rendered fails on its own: the queue waits for an operator, the line runs on.
+            await self._end(outbox_id, "failed", f"cannot render the message: {exc}", None)
+            self._log.error("plant message cannot be rendered", message=outbox_id, reason=str(exc))
+            return None
         try:
             result: CaptureResult = await self._sender.send(message)
         except CaptureFailed as failed:
