@@ -128,13 +128,14 @@ class PlantDelivery:
         """Fix, mark and send one message once; return the pause before the next attempt, or None to go on."""
         target = self.target.id
 
-        def begin(conn: sqlite3.Connection) -> outbox.Message:
-            message = outbox.fixed_message(conn, outbox_id, self._now())
+        def begin(conn: sqlite3.Connection, rendered: outbox.Message) -> outbox.Message:
+            message = outbox.fix(conn, rendered, self._now())
             outbox.begin_attempt(conn, target, outbox_id, self._now())
             return message
 
         try:
-            message = await self._store.write(begin)
+            rendered = await self._store.read(lambda conn: outbox.prepared(conn, outbox_id))
+            message = await self._store.write(lambda conn: begin(conn, rendered))
         except outbox.PlantDeliveryError as exc:
             # A message that cannot be rendered fails on its own: the queue waits for an operator, the line runs on.
             await self._end(outbox_id, "failed", f"cannot render the message: {exc}", None)

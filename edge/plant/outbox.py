@@ -112,6 +112,15 @@ def next_delivery(conn: sqlite3.Connection, target: str) -> Delivery | None:
 
 def fixed_message(conn: sqlite3.Connection, outbox_id: int, now: str) -> Message:
     """Return the message of an outbox row, rendering and fixing its body the first time (a write)."""
+    return fix(conn, prepared(conn, outbox_id), now)
+
+
+def prepared(conn: sqlite3.Connection, outbox_id: int) -> Message:
+    """Return the message of an outbox row: its fixed body, or rendered now when it has none yet (a read).
+
+    Rendering reads only history that no longer changes, so it runs on a read connection, off the store's single
+    writer: a batch manifest of a large batch takes seconds the line must not wait for.
+    """
     row = conn.execute(
         "SELECT kind, batch_id, refusal_id, container_id, event_id, as_of, at, body, sha256 FROM plant_outbox"
         " WHERE id = ?", (outbox_id,)).fetchone()
@@ -124,9 +133,16 @@ def fixed_message(conn: sqlite3.Connection, outbox_id: int, now: str) -> Message
         body = render(conn, kind, batch_id=batch_id, refusal_id=refusal_id, container_id=container_id,
                       event_id=event_id, as_of=as_of, at=at, message=mid)
         sha256 = hashlib.sha256(body.encode()).hexdigest()
-        conn.execute("UPDATE plant_outbox SET body = ?, sha256 = ?, rendered_at = ? WHERE id = ?",
-                     (body, sha256, now, outbox_id))
     return Message(outbox_id, kind, None if batch_id is None else int(batch_id), mid, str(body), str(sha256))
+
+
+def fix(conn: sqlite3.Connection, message: Message, now: str) -> Message:
+    """Store message's body unless one is stored already; return the message with the stored body (a write)."""
+    conn.execute("UPDATE plant_outbox SET body = ?, sha256 = ?, rendered_at = ? WHERE id = ? AND body IS NULL",
+                 (message.body, message.sha256, now, message.outbox_id))
+    body, sha256 = conn.execute("SELECT body, sha256 FROM plant_outbox WHERE id = ?",
+                                (message.outbox_id,)).fetchone()
+    return Message(message.outbox_id, message.kind, message.batch_id, message.message_id, str(body), str(sha256))
 
 
 def render(conn: sqlite3.Connection, kind: Kind, *, batch_id: int | None, refusal_id: int | None,

@@ -221,3 +221,23 @@ async def test_a_target_configured_later_gets_only_what_closes_after(tmp_path):
             await close_batch(packed)
             await settle(delivery)
     assert [r.kind for r in endpoint.received] == ["batch_record", "batch_manifest"]
+
+
+async def test_two_targets_get_the_same_bytes_under_the_same_message_id(tmp_path):
+    clock = Ticker()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    erp = PlantTarget.model_validate({"id": "erp", "kind": "file_drop", "directory": str(drop),
+                                      "messages": ["batch_manifest"]})
+    store = Store.open(tmp_path / "state", clock=clock)
+    async with store, PlantEndpoint(token=TOKEN) as endpoint:
+        mes = http_target(endpoint.url, tmp_path, formats=["json"])
+        async with running(store, mes, Sleeps()) as one, running(store, erp, Sleeps()) as other:
+            packed = await pack_batch(store, clock)
+            await close_batch(packed)
+            await settle(one)
+            await settle(other)
+    [manifest] = [r for r in endpoint.received if r.kind == "batch_manifest"]
+    [written] = list(drop.iterdir())
+    assert written.read_bytes() == manifest.body
+    assert json.loads(written.read_bytes())["message_id"] == manifest.message_id
