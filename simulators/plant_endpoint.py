@@ -26,6 +26,7 @@ import json
 import signal
 from collections import Counter
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import structlog
@@ -241,7 +242,7 @@ class PlantEndpoint:
 
     def _problem(self, status: int, detail: str, *, headers: dict[str, str] | None = None) -> web.Response:
         self.answers[status] += 1
-        return web.json_response({"title": "Refused",
+        return web.json_response({"title": HTTPStatus(status).phrase,
                                   "status": status, "detail": detail}, status=status, headers=headers,
                                  content_type="application/problem+json")
 
