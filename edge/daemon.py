@@ -27,6 +27,7 @@ from edge.line.inspection import Attached, InspectionService, RejectImages, desc
 from edge.line.reading import Reading
 from edge.log import device_logger
 from edge.metrics import LineMetrics
+from edge.plant.delivery import plant_deliveries
 from edge.products.load import Catalog, load_catalog
 from edge.registry import driver_class
 from edge.serials.batches import BatchService, CommandRequest, LowWaterHook, log_low_water
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from edge.opcua.server import OpcUaServer
     from edge.openscs.client import Endpoint
     from edge.openscs.service import OpenScsService
+    from edge.plant.delivery import PlantDelivery
     from edge.sync.delivery import TargetDelivery
 
 _LOG = structlog.get_logger("lineside.daemon")
@@ -100,6 +102,8 @@ class Daemon:
         """Judges the packs at the camera when the configuration has an inspection section."""
         self.deliveries: list[TargetDelivery] = []
         """Upstream delivery, one per configured target, while the daemon runs."""
+        self.plant: list[PlantDelivery] = []
+        """Batch records and manifests to the MES and ERP, one delivery per plant target, while the daemon runs."""
         self.control: LineControl | None = None
         """The line's PackML unit while the daemon runs: commands, alarms, counters and live status."""
         # Without its certificate the OPC UA server refuses here, before anything starts, saying how to make it.
@@ -181,7 +185,8 @@ class Daemon:
                 if self.inspection is not None:
                     work.append(root.create_task(self.inspection.run(), name="inspection"))
                 work.extend([*(root.create_task(service(), name="service") for service in self._services),
-                             *(root.create_task(d.run(), name=f"upstream:{d.target.id}") for d in self.deliveries)])
+                             *(root.create_task(d.run(), name=f"upstream:{d.target.id}") for d in self.deliveries),
+                             *(root.create_task(d.run(), name=f"plant:{d.target.id}") for d in self.plant)])
                 work.extend([*self._opcua_task(root, control, store), *self._openscs_task(root, store, batches)])
                 api = self._api = ApiServer(self._app(batches, store), cfg.api.host, cfg.api.port,
                                             hmi=(cfg.hmi.host, cfg.hmi.port), sleep=self._sleep)
@@ -279,8 +284,9 @@ class Daemon:
             delivery.wake()
 
     async def _deliveries(self, store: Store, catalog: Catalog, batches: BatchService) -> list[TargetDelivery]:
-        """Build the upstream deliveries (profiles, secrets and schemas are read off the loop)."""
+        """Build the upstream deliveries (profiles, secrets and schemas are read off the loop), and the plant ones."""
         cfg = self.config
+        self.plant = await plant_deliveries(cfg, store, batches.closed_listeners, sleep=self._sleep)
         if not cfg.upstream.targets:
             return []
         batches.closed_listeners.append(self._wake_deliveries)

@@ -40,11 +40,13 @@ from edge.errors import BatchNotFoundError, ConfigError, EdgeError
 from edge.gs1.element import parse
 from edge.line.simulated import COSMETIC_DEFECTS, SimulatedLine, mixed_plan
 from edge.log import configure
+from edge.plant.demo import delivered_lines, with_endpoint
 from edge.serials.states import BatchState, SerialState
 from edge.supervisor import LinkState
 from simulators.catalog import SIMULATORS, simulator_for
 from simulators.epcis_upstream import EpcisUpstream
 from simulators.packaging import LabelFault
+from simulators.plant_endpoint import PlantEndpoint
 from simulators.printer import PrinterSimulator
 from simulators.scanner_wedge import WedgeScannerSim
 
@@ -187,12 +189,15 @@ async def _demo(config: LineConfig, config_sha256: str, run: DemoRun) -> int:
             from edge.openscs.demo import simulated_l3  # noqa: PLC0415
 
             config, l3 = await stack.enter_async_context(simulated_l3(config))
+        # The site's MES/ERP, simulated: every HTTP plant target points at it.
+        plant = await stack.enter_async_context(PlantEndpoint()) if config.plant.targets else None
+        config = with_endpoint(config, plant.url) if plant is not None else config
         line = await stack.enter_async_context(SimulatedLine(config, defects=plan))
-        return await _run_line(line, config_sha256, run, upstream, l3)
+        return await _run_line(line, config_sha256, run, upstream, l3=l3, plant=plant)
 
 
-async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None,
-                    l3: OpenScsPool | None = None) -> int:
+async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstream: EpcisUpstream | None, *,
+                    l3: OpenScsPool | None = None, plant: PlantEndpoint | None = None) -> int:
     config = line.config
     printer = line.printer
     outcome: dict[str, Any] = {}
@@ -233,6 +238,8 @@ async def _run_line(line: SimulatedLine, config_sha256: str, run: DemoRun, upstr
             from edge.openscs.demo import l3_view  # noqa: PLC0415 - loaded with the simulated L3 already
 
             outcome.update(await l3_view(daemon, batch.id, l3, outcome["problems"]))
+        outcome["plant"] = await delivered_lines(daemon.plant, daemon.store, batch.id, plant, outcome["problems"],
+                                                 durable=run.resume)
         daemon.request_shutdown()
 
     async def stop_after() -> None:
@@ -815,6 +822,7 @@ def _print_summary(outcome: dict[str, Any]) -> None:
           f"{row['attempts']} attempt(s)" for row in outcome.get("delivery", [])),
         *([f"upstream validated with {outcome['upstream_validated']}"] if outcome.get("upstream_validated") else []),
         *_open_scs_lines(outcome),
+        *outcome.get("plant", []),
         "problems: " + ("; ".join(outcome["problems"][:10]) or "none"),
     ]
     print("\n".join(lines))  # noqa: T201 - the command's output

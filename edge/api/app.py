@@ -27,6 +27,7 @@ from edge.api.signing import SignatureRequiredError
 from edge.control.accounts import AuthError
 from edge.control.permissions import NotAllowedError, Permission
 from edge.metrics import add_metrics_route
+from edge.plant.acks import create_acknowledged
 from edge.serials.imports import Kind
 from edge.serials.report import render_html
 from edge.serials.workorder import REQUEST_BODY
@@ -86,7 +87,8 @@ def make_app(
 
     line_status answers /api/v1/line; aggregation serves /api/v1/aggregation (503 there without it); close_short
     closes a container short through the station filling it (without it, directly); scan_case triggers the
-    case-scan station; store and wake_delivery serve /api/v1/epcis (upstream delivery status and re-send); control
+    case-scan station; store and wake_delivery serve /api/v1/epcis (upstream delivery status and re-send), store
+    also serves /api/v1/plant (MES/ERP messages: status and re-send); control
     (the line's PackML unit, None while it does not run) serves /api/v1/control; rejects is the directory of the
     inspection's reject images (/api/v1/rejects); metrics serves Prometheus at /metrics (no session: scrapers have
     none; loopback unless api.host says otherwise).
@@ -96,6 +98,7 @@ def make_app(
     from edge.api import control as control_api  # noqa: PLC0415
     from edge.api import epcis as epcis_api  # noqa: PLC0415
     from edge.api import openapi  # noqa: PLC0415
+    from edge.api import plant as plant_api  # noqa: PLC0415
 
     app = web.Application(client_max_size=client_max_size, middlewares=[_errors, auth_api.authenticate])
     app.on_response_prepare.append(_headers)
@@ -133,6 +136,7 @@ def make_app(
         extra={"product": "product id"})
     aggregation_api.add_routes(app, api, aggregation, close_short=close_short, scan_case=scan_case)
     epcis_api.add_routes(app, api, store or (lambda: None), wake_delivery or (lambda _target: False))
+    plant_api.add_routes(app, api, store or (lambda: None))
     control_api.add_routes(app, api, control or (lambda: None), rejects)
     openapi.add_routes(app, api)
     hmi.add_routes(app)
@@ -316,8 +320,7 @@ async def _create(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise _BadRequestError(f"{REQUEST_BODY}: not UTF-8 text (byte {err.start})") from err
-    order = batches.parse_work_order(text, REQUEST_BODY)
-    batch = await batches.create(order, operator=operator)
+    batch = await create_acknowledged(batches, text, REQUEST_BODY, operator)  # the MES hears either way
     location = f"{API_PREFIX}/batches/{batch.id}"
     return _json(await batches.status(batch.id), 201, headers={"Location": location})
 

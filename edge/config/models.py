@@ -697,6 +697,77 @@ class UpstreamConfig(Section):
         return self
 
 
+class PlantTarget(Section):
+    """One plant system (MES or ERP) the line sends batch records and manifests to: an HTTP endpoint or a folder."""
+
+    id: Identifier
+    """Short name of the target, in logs and the delivery status."""
+    kind: Literal["http", "file_drop"]
+    """http: each message POSTed to url with its id as Idempotency-Key; file_drop: files written into directory."""
+    url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    """The endpoint messages are POSTed to (http), like https://mes.example.com/lineside/messages."""
+    directory: Path | None = None
+    """Directory the messages are written into (file_drop), atomically, one file per representation."""
+    messages: tuple[Literal["work_order_ack", "batch_record", "batch_manifest", "pallet_manifest"], ...] = (
+        "work_order_ack", "batch_record", "batch_manifest", "pallet_manifest")
+    """Which messages this target gets (docs/plant-messages.md)."""
+    formats: tuple[Literal["json", "csv", "html"], ...] = ("json",)
+    """Representations sent besides JSON: csv for manifests, html for batch records."""
+    tls: TlsConfig | None = None
+    """TLS settings for an https:// url."""
+    auth: AuthConfig | None = None
+    """Authentication towards the endpoint."""
+    request_timeout_s: float = Field(30.0, strict=True, gt=0, le=600)
+    """Longest wait for the endpoint's answer to one request; then the attempt counts as failed and is retried."""
+    retry_initial_s: float = Field(1.0, strict=True, gt=0, le=600)
+    """First wait before retrying a failed delivery; doubles per failure in a row up to retry_max_s."""
+    retry_max_s: float = Field(300.0, strict=True, gt=0, le=86400)
+    """Longest wait between retries while the endpoint stays down."""
+    enabled: bool = True
+    """A disabled target keeps its queue and sends nothing."""
+
+    @field_validator("directory")
+    @classmethod
+    def _anchor(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _anchored(path, info)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> Self:
+        if self.kind == "http":
+            if self.url is None:
+                raise RelationError("an http target needs url", at=("kind",))
+            if self.directory is not None:
+                raise RelationError("directory is for file_drop targets", at=("directory",))
+            if self.tls is not None and not self.url.startswith("https://"):
+                raise RelationError("tls settings need an https:// url", at=("tls",))
+        else:
+            if self.directory is None:
+                raise RelationError("a file_drop target needs directory", at=("kind",))
+            for key in ("url", "tls", "auth"):
+                if getattr(self, key) is not None:
+                    raise RelationError(f"{key} is for http targets", at=(key,))
+        if self.retry_max_s < self.retry_initial_s:
+            raise RelationError("retry_max_s must not be below retry_initial_s", at=("retry_max_s",))
+        return self
+
+
+class PlantConfig(Section):
+    """Where batch records (MES) and shipping manifests (ERP) go; each target keeps its own durable queue."""
+
+    targets: tuple[PlantTarget, ...] = ()
+    """Delivery targets; ids unique."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        first: dict[str, int] = {}
+        for index, target in enumerate(self.targets):
+            if target.id in first:
+                raise RelationError(f'duplicate target id "{target.id}"', at=("targets", index, "id"),
+                                    first=("targets", first[target.id], "id"))
+            first[target.id] = index
+        return self
+
+
 class LineConfig(Section):
     """One packaging line: its devices and the services the line controller runs for it."""
 
@@ -732,6 +803,8 @@ class LineConfig(Section):
     """What the line writes into its EPCIS events."""
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     """Where completed batches are delivered as EPCIS."""
+    plant: PlantConfig = Field(default_factory=PlantConfig)
+    """Where batch records and shipping manifests go (MES, ERP)."""
 
     _source: Path | None = PrivateAttr(None)
 

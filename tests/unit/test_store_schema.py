@@ -96,16 +96,17 @@ def test_reopen_is_idempotent(tmp_path):
 
 def test_newer_schema_is_refused_and_left_untouched(tmp_path):
     db = tmp_path / DB_NAME
+    newest = load_migrations()[-1].version
+    future = newest + 1  # one past the newest migration, however many there are
     conn = raw(db)
     conn.execute("CREATE TABLE future (x)")
-    conn.execute("PRAGMA user_version = 7")
+    conn.execute(f"PRAGMA user_version = {future}")
     conn.close()
     before = db.read_bytes()
-    newest = load_migrations()[-1].version
     with pytest.raises(StoreSchemaError) as caught:
         Store.open(tmp_path)
     assert (
-        f"database schema version 7 is newer than this program understands ({newest}); "
+        f"database schema version {future} is newer than this program understands ({newest}); "
         "upgrade Lineside or restore a matching backup"
     ) in str(caught.value)
     assert db.read_bytes() == before
