@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from edge.store import Store
 
 
+_LOG = structlog.get_logger("lineside.upstream")
+
 POLL_S = 2.0
 """How often an idle target looks for closed batches and new rows: a batch close also wakes it at once."""
 FAILED_RECHECK_S = 30.0
@@ -179,9 +181,16 @@ def render(
     if written != len(events):
         problems.append(f"the profile takes {written} events per document, the message has {len(events)}")
     if schemas is not None and not problems:
-        from edge.epcis.validate import validate_document  # noqa: PLC0415 - lxml and jsonschema load only to send
+        # lxml and jsonschema load only to send.
+        from edge.epcis.validate import SchemaUnavailableError, validate_document  # noqa: PLC0415
 
-        problems += [f"schema: {p}" for p in validate_document(document, schemas)]
+        try:
+            problems += [f"schema: {p}" for p in validate_document(document, schemas)]
+        except SchemaUnavailableError as err:
+            # Only other syntaxes' schemas are installed (the packaged 1.2 XSDs, say): the line's own checks stand,
+            # as when none is installed; refusing would hold every batch back until an operator re-sends it.
+            _LOG.warning("no official schema for this document: the line's own checks only", reason=str(err),
+                         batch=msg.batch_id, seq=msg.seq)
     batch = conn.execute("SELECT work_order, lot, gtin FROM batch WHERE id = ?", (msg.batch_id,)).fetchone()
     name = profile.document_file_name(seq=msg.seq, line=str(context.get("line", "")), work_order=str(batch[0]),
                                       batch=str(msg.batch_id), lot=str(batch[1]), gtin=str(batch[2]))
