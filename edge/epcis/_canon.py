@@ -113,6 +113,8 @@ def canonical_value(text: str) -> str:
 
 def _numeric(text: str) -> str:
     """Return a number without trailing zeros, sign or exponent noise; any other text unchanged."""
+    if ":" in text:
+        return text  # no number has one (float() would refuse it): identifiers, mostly, skip the exception
     try:
         number = float(text)
     except ValueError:
@@ -140,8 +142,15 @@ _Y = r"(?:%2[3dfDF]|%3[0-9]|%4[1-9A-Fa-f]|%5[0-9Aa]|[0-9A-Z-])"
 
 def _cd(digits: str) -> str:
     """Return the digits followed by their GS1 check digit."""
-    # int() rather than a table: \d in the patterns admits any Unicode digit, as the reference's does.
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    # Weight 3 from the last digit on, every other one; 1 for the rest.
+    if digits.isascii():
+        # ASCII digits summed as their bytes (each 48 more than its value): no int() per digit.
+        data = digits.encode()
+        threes, ones = data[::-2], data[-2::-2]
+        total = 3 * (sum(threes) - 48 * len(threes)) + sum(ones) - 48 * len(ones)
+    else:
+        # int(): \d in the patterns admits any Unicode digit, as the reference's does.
+        total = 3 * sum(map(int, digits[::-2])) + sum(map(int, digits[-2::-2]))
     return digits + str(-total % 10)
 
 
@@ -218,6 +227,11 @@ _EPC_SCHEMES: list[tuple[str, re.Pattern[str], Callable[[str, str, int], str]]] 
     ]
 ]  # fmt: skip
 
+_SSCC = "urn:epc:id:sscc:"
+_SSCC_LENGTH = len(_SSCC) + 18
+_SSCC_DOTS = (len(_SSCC) + 6, len(_SSCC) + 12)
+"""Where the dot after the company prefix may be in an SSCC URN."""
+
 # Digital Link: the reference's checks, its '.' in "id.gs1.org" matching any character included.
 _DL_KEYS = (
     "01|gtin|8006|itip|8010|cpid|414|gln|417|party|8017|gsrnp|8018|gsrn|255|gcn|00|sscc|253|gdti|401|ginc|402|gsin|"
@@ -261,6 +275,17 @@ _VALID_DL = re.compile(
 )  # fmt: skip
 
 
+def _sscc_link(uri: str) -> str | None:
+    """Return the Digital Link of a plain SSCC URN as the sscc scheme makes it; None: let the scheme check it."""
+    # The SSCC of every case and pallet: its pattern (6 to 12 digits, a dot, the rest of 17) checked directly.
+    if len(uri) != _SSCC_LENGTH or not uri.isascii():
+        return None
+    p = uri.find(".", len(_SSCC))
+    if not (_SSCC_DOTS[0] <= p <= _SSCC_DOTS[1] and uri[len(_SSCC) : p].isdigit() and uri[p + 1 :].isdigit()):
+        return None
+    return _DL + "00/" + _cd(uri[p + 1 : p + 2] + uri[len(_SSCC) : p] + uri[p + 2 :])
+
+
 def normalise_id(uri: str) -> str | None:
     """Return an EPC (id, class, pattern) URI or a GS1 Digital Link as constrained canonical Digital Link.
 
@@ -269,16 +294,23 @@ def normalise_id(uri: str) -> str | None:
     if "." not in uri:
         return None
     if uri.startswith("urn:epc:"):
-        for prefix, pattern, build in _EPC_SCHEMES:
-            if uri.startswith(prefix):
-                if pattern.match(uri) is None:
-                    return None
-                p = uri.index(".")
-                return _DL + build(uri, uri[len(prefix) : p], p)
-        return None
+        return _epc_link(uri)
     if not uri.startswith("http") or _DL_CANDIDATE.match(uri) is None:
         return None
     return _constrain(uri)
+
+
+def _epc_link(uri: str) -> str | None:
+    """Return an EPC URI as its Digital Link when its scheme's pattern matches it, else None."""
+    if uri.startswith(_SSCC) and (link := _sscc_link(uri)) is not None:
+        return link
+    for prefix, pattern, build in _EPC_SCHEMES:
+        if uri.startswith(prefix):
+            if pattern.match(uri) is None:
+                return None
+            p = uri.index(".")
+            return _DL + build(uri, uri[len(prefix) : p], p)
+    return None
 
 
 def _constrain(uri: str) -> str | None:

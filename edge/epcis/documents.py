@@ -13,6 +13,7 @@ from itertools import chain, islice
 from typing import TYPE_CHECKING, BinaryIO
 
 from edge.epcis import jsonld, xmldoc
+from edge.epcis.events import BatchEvents
 from edge.errors import EdgeError
 from edge.gs1.checks import gs1_check_digit
 from edge.gs1.digital_link import epc_to_digital_link
@@ -69,8 +70,17 @@ def write_document(out: BinaryIO, header: DocumentHeader, events: Iterable[Epcis
     """
     rendering = Rendering(profile, header)
     if profile.syntax == "json-ld":
-        return jsonld.write_jsonld(out, header, events, rendering)
-    return xmldoc.write_xml(out, header, events, rendering)
+        fragments = jsonld.Fragments(rendering)
+        if isinstance(events, BatchEvents):
+            # A batch's own events: those the fast path takes come written already, with these same fragments.
+            with events.prerendered(fragments) as items:
+                return jsonld.write_jsonld(out, header, items, rendering, fragments)
+        return jsonld.write_jsonld(out, header, events, rendering, fragments)
+    xml = xmldoc.Fragments(rendering)
+    if isinstance(events, BatchEvents):
+        with events.prerendered(xml) as items:
+            return xmldoc.write_xml(out, header, items, rendering, xml)
+    return xmldoc.write_xml(out, header, events, rendering, xml)
 
 
 def split_events(events: Iterable[EpcisEvent], size: int) -> Iterator[Iterator[EpcisEvent]]:

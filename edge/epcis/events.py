@@ -24,20 +24,24 @@ order), written in the line's time zone.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from edge.epcis.model import EpcisEvent, Ilmd
+from edge.epcis.model import EpcisEvent, Ilmd, RenderedEvent
 from edge.errors import EdgeError
 from edge.gs1.element import parse as parse_element_string
 from edge.gs1.epc import escape_component, sgtin_uri, sscc_uri
+from edge.gs1.identifiers import COMPANY_PREFIX_LENGTHS
 from edge.markets.rules import format_gs1_date
 from edge.serials.states import SerialState
 
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from edge.epcis.fastpath import EventWriter, FastEvents, Second
 
 S = SerialState
 
@@ -46,6 +50,7 @@ PAGE_ROWS = 2000
 
 _STATES = {int(state): state for state in S}
 """Serial states by stored value: a dict lookup per outbox row instead of the enum's own, slower, call."""
+_COMMISSIONED = int(S.COMMISSIONED)
 _STORE_TIME_LENGTH = len("2026-11-25T10:00:00.000000Z")
 
 _CONTAINER_CACHE = 4 * PAGE_ROWS
@@ -59,6 +64,23 @@ _URI_RESERVED = frozenset('"%&/<>?#')
 
 class EpcisError(EdgeError):
     """The store's history cannot be rendered as EPCIS: names the row and what is wrong with it."""
+
+
+class Kind(NamedTuple):
+    """What kind of event the line reports: its type, action, business step and disposition."""
+
+    type: Literal["ObjectEvent", "AggregationEvent"]
+    action: Literal["ADD", "OBSERVE", "DELETE"]
+    biz_step: str
+    disposition: str | None
+
+
+COMMISSIONING = Kind("ObjectEvent", "ADD", "commissioning", "active")
+SAMPLING = Kind("ObjectEvent", "OBSERVE", "sampling", "non_sellable_other")
+DESTROYING = Kind("ObjectEvent", "DELETE", "destroying", "destroyed")
+DECOMMISSIONING = Kind("ObjectEvent", "DELETE", "decommissioning", "inactive")
+PACKING = Kind("AggregationEvent", "ADD", "packing", "in_progress")
+UNPACKING = Kind("AggregationEvent", "DELETE", "unpacking", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +186,8 @@ class _Renderer:
         self._ctx = ctx
         self._hasher = hasher
         self._clock = _Clock(ctx.zone)
+        self.fast: FastEvents | None = None
+        """Set while a document takes events written already (BatchEvents.prerendered)."""
         self._ilmd = Ilmd(lot_number=facts.lot, item_expiration_date=facts.expiry_iso)
         self._biz = (("prodorder", ctx.biz_transaction),) if ctx.biz_transaction else ()
         self._containers: dict[int, tuple[str, str]] = {}
@@ -226,7 +250,7 @@ class _Renderer:
             if urn is None:
                 if len(self._sscc_urns) >= _SSCC_CACHE:
                     self._sscc_urns.clear()
-                urn = self._sscc_urns[identifier] = sscc_uri(identifier, self._facts.company_prefix_length)
+                urn = self._sscc_urns[identifier] = _sscc_urn(identifier, self._facts.company_prefix_length)
             return urn
         if identifier.startswith("urn:epc:id:sgtin:"):
             return identifier
@@ -241,15 +265,55 @@ class _Renderer:
 
     # -- events --
 
-    def event(self, **fields: object) -> EpcisEvent:
-        """Build one event with the line's context (and its hash ID when asked)."""
-        event = EpcisEvent(read_point=self._ctx.read_point, biz_location=self._ctx.biz_location,
-                           biz_transactions=self._biz, **fields)  # type: ignore[arg-type]
+    @property
+    def hasher(self) -> Callable[[EpcisEvent], str] | None:
+        """The function that gives each event its ID, or None when events carry none."""
+        return self._hasher
+
+    def clock(self, at: str) -> tuple[datetime, str]:
+        """Return a store timestamp as its millisecond datetime in the line's zone and that zone's offset text."""
+        return self._clock(at)
+
+    def build(self, when: datetime, offset: str, kind: Kind, *, source: str | None,
+              extensions: tuple[tuple[str, str], ...], epc_list: tuple[str, ...] = (), parent_id: str | None = None,
+              child_epcs: tuple[str, ...] = (), ilmd: Ilmd | None = None) -> EpcisEvent:
+        """Build one event of kind with the line's context, without its ID."""
+        return EpcisEvent(type=kind.type, action=kind.action, event_time=when, event_time_zone_offset=offset,
+                          biz_step=kind.biz_step, disposition=kind.disposition, read_point=self._ctx.read_point,
+                          biz_location=self._ctx.biz_location, epc_list=epc_list, parent_id=parent_id,
+                          child_epcs=child_epcs, biz_transactions=self._biz, ilmd=ilmd, extensions=extensions,
+                          source=source)
+
+    def event(self, at: str, stamp: tuple[datetime, str] | Second, kind: Kind, *, source: str,
+              extensions: tuple[tuple[str, str], ...], epc_list: tuple[str, ...] = (), parent_id: str | None = None,
+              child_epcs: tuple[str, ...] = (), ilmd: Ilmd | None = None) -> EpcisEvent | RenderedEvent:
+        """Return one event with the line's context and its hash ID when asked: written already if the fast path can.
+
+        stamp is what _stamp gave for the row's time at: the fast path's second, or the clock's reading.
+        """
+        if len(stamp) == 3:  # a Second: the fast path takes the row's time
+            fast = self.fast
+            if fast is not None:
+                item = fast.render(at, stamp, kind, source=source, extensions=extensions, epc_list=epc_list,
+                                   parent_id=parent_id, child_epcs=child_epcs, ilmd=ilmd)
+                if item is not None:
+                    return item
+            when, offset = self._clock(at)
+        else:
+            when, offset = stamp
+        event = self.build(when, offset, kind, source=source, extensions=extensions, epc_list=epc_list,
+                           parent_id=parent_id, child_epcs=child_epcs, ilmd=ilmd)
         if self._hasher is not None:
             # The event is not yet seen outside this method, so its ID is set in place: dataclasses.replace would
             # build it a second time, about a tenth of a whole export.
             object.__setattr__(event, "event_id", self._hasher(event))
         return event
+
+    def _stamp(self, at: str) -> tuple[datetime, str] | Second:
+        """Read a row's time: as the fast path's second when it takes it, else through the clock (raising here)."""
+        fast = self.fast
+        second = None if fast is None else fast.second(at)
+        return self._clock(at) if second is None else second
 
     def extensions(self, **values: str | None) -> tuple[tuple[str, str], ...]:
         """Return the line's own fields when the profile allows them, leaving out the empty ones."""
@@ -258,45 +322,64 @@ class _Renderer:
         return (("workOrder", self._facts.work_order),
                 *((name, value) for name, value in values.items() if value))
 
+    def _sgtins(self, ids: Iterable[int], serials: dict[int, str], outbox_id: object) -> tuple[str, ...]:
+        try:
+            values = [serials[i] for i in ids]
+        except KeyError as exc:
+            raise EpcisError(f"outbox row {outbox_id} names serial #{exc.args[0]}, which does not exist") from exc
+        prefix = self._facts.sgtin_prefix
+        # sgtin() of each, its common case (nothing to escape) without a call per serial.
+        return tuple([prefix + value if _URI_RESERVED.isdisjoint(value) else self.sgtin(value) for value in values])
+
+    def commissioned(self, row: Sequence[object], serial_id: int, serials: dict[int, str]) -> RenderedEvent | None:
+        """Return, written already, the event transition() yields for a row commissioning serial_id alone.
+
+        None when the fast path does not take it: transition() then makes the row's event (or raises).
+        """
+        fast = self.fast
+        serial = serials.get(serial_id)
+        at = row[4]
+        if fast is None or serial is None or at.__class__ is not str:
+            return None
+        second = fast.second(str(at))
+        if second is None:
+            return None
+        ext = (self.extensions(device=_opt(row[6]), reason=_opt(row[7]), operator=_opt(row[8]))
+               if self._ctx.extensions else ())
+        return fast.render(str(at), second, COMMISSIONING, source=f"transition {row[1]}", extensions=ext,
+                           epc_list=(self.sgtin(serial),), ilmd=self._ilmd)
+
     def transition(
         self, row: Sequence[object], serials: dict[int, str], steps: list[list[int]] | None = None
-    ) -> Iterator[EpcisEvent]:
+    ) -> Iterator[EpcisEvent | RenderedEvent]:
         """Yield the events of one serial transition outbox row (steps: its serials column, parsed already)."""
         outbox_id, transition_id, _, moved, at, to_state = row[:6]
-        device, reason, operator = row[6:9]
-        when, offset = self._clock(str(at))
+        at = str(at)
+        stamp = self._stamp(at)
         if steps is None:
             steps = json.loads(str(moved))
         to = (_STATES.get(to_state) if isinstance(to_state, int) else None) or S(int(str(to_state)))
-        ext = (self.extensions(device=_opt(device), reason=_opt(reason), operator=_opt(operator))
+        ext = (self.extensions(device=_opt(row[6]), reason=_opt(row[7]), operator=_opt(row[8]))
                if self._ctx.extensions else ())
         source = f"transition {transition_id}"
-
-        def epcs(ids: Iterable[int]) -> tuple[str, ...]:
-            try:
-                return tuple(self.sgtin(serials[i]) for i in ids)
-            except KeyError as exc:
-                raise EpcisError(f"outbox row {outbox_id} names serial #{exc.args[0]}, which does not exist") from exc
-
-        common = {"event_time": when, "event_time_zone_offset": offset, "extensions": ext, "source": source}
         if to is S.COMMISSIONED:
-            yield self.event(type="ObjectEvent", action="ADD", biz_step="commissioning", disposition="active",
-                             epc_list=epcs(s for s, _ in steps), ilmd=self._ilmd, **common)
+            yield self.event(at, stamp, COMMISSIONING, source=source, extensions=ext,
+                             epc_list=self._sgtins([s for s, _ in steps], serials, outbox_id), ilmd=self._ilmd)
             return
         active = [s for s, src in steps if src == S.COMMISSIONED]
         never = [s for s, src in steps if src in (S.SENT, S.PRINTED, S.IN_DOUBT)]
         if to is S.SAMPLED and active:
-            yield self.event(type="ObjectEvent", action="OBSERVE", biz_step="sampling",
-                             disposition="non_sellable_other", epc_list=epcs(active), **common)
+            yield self.event(at, stamp, SAMPLING, source=source, extensions=ext,
+                             epc_list=self._sgtins(active, serials, outbox_id))
         if to is S.DESTROYED:
             samples = [s for s, src in steps if src == S.SAMPLED]
             active += [s for s in samples if self._was_commissioned(s, int(str(transition_id)))]
             if active:
-                yield self.event(type="ObjectEvent", action="DELETE", biz_step="destroying", disposition="destroyed",
-                                 epc_list=epcs(sorted(active)), **common)
+                yield self.event(at, stamp, DESTROYING, source=source, extensions=ext,
+                                 epc_list=self._sgtins(sorted(active), serials, outbox_id))
         if never and self._ctx.rejects == "decommission":
-            yield self.event(type="ObjectEvent", action="DELETE", biz_step="decommissioning", disposition="inactive",
-                             epc_list=epcs(never), **common)
+            yield self.event(at, stamp, DECOMMISSIONING, source=source, extensions=ext,
+                             epc_list=self._sgtins(never, serials, outbox_id))
 
     def _was_commissioned(self, serial_id: int, before: int) -> bool:
         row = self._conn.execute(
@@ -307,26 +390,21 @@ class _Renderer:
         return row is not None
 
     def aggregation(
-        self, row: Sequence[object], serials: dict[int, str], unit_ids: list[int] | None = None
-    ) -> Iterator[EpcisEvent]:
-        """Yield the events of one aggregation outbox row (unit_ids: its serial_ids column, parsed already)."""
+        self, row: Sequence[object], serials: dict[int, str], unit_ids: list[int] | None = None,
+        box_ids: list[int] | None = None,
+    ) -> Iterator[EpcisEvent | RenderedEvent]:
+        """Yield the events of one aggregation outbox row (unit_ids, box_ids: its JSON columns, parsed already)."""
         outbox_id = row[0]
         event_id, at, action, container_id, identifier, new_identifier, serial_ids, container_ids = row[9:17]
         operator, reason, station = row[17:20]
         agg_id = int(str(event_id))
-        when, offset = self._clock(str(at))
+        at = str(at)
+        stamp = self._stamp(at)
         ext = (self.extensions(device=_opt(station), reason=_opt(reason), operator=_opt(operator))
                if self._ctx.extensions else ())
-        common = {"event_time": when, "event_time_zone_offset": offset, "extensions": ext,
-                  "source": f"aggregation_event {agg_id}"}
+        source = f"aggregation_event {agg_id}"
         units = [int(i) for i in (json.loads(str(serial_ids)) if unit_ids is None else unit_ids)]
-        boxes = [int(i) for i in json.loads(str(container_ids))]
-
-        def unit_urns(ids: Iterable[int]) -> tuple[str, ...]:
-            try:
-                return tuple(self.sgtin(serials[i]) for i in ids)
-            except KeyError as exc:
-                raise EpcisError(f"outbox row {outbox_id} names serial #{exc.args[0]}, which does not exist") from exc
+        boxes = [int(i) for i in (json.loads(str(container_ids)) if box_ids is None else box_ids)]
 
         if container_id is None:
             if action == "destroy":  # a unit destroyed in rework: reported by its own serial move
@@ -335,24 +413,20 @@ class _Renderer:
         box = int(str(container_id))
         parent = self.container_urn(box, agg_id - 1) if identifier is None else self._parent_urn(
             str(identifier), box)
-        children = (*unit_urns(units), *(self.container_urn(c, agg_id) for c in boxes))
+        children = (*self._sgtins(units, serials, outbox_id), *(self.container_urn(c, agg_id) for c in boxes))
         if action == "pack":
-            yield self.event(type="AggregationEvent", action="ADD", biz_step="packing", disposition="in_progress",
-                             parent_id=parent, child_epcs=children, **common)
+            yield self.event(at, stamp, PACKING, source=source, extensions=ext, parent_id=parent, child_epcs=children)
         elif action == "unpack":
-            yield self.event(type="AggregationEvent", action="DELETE", biz_step="unpacking",
-                             parent_id=parent, child_epcs=children, **common)
+            yield self.event(at, stamp, UNPACKING, source=source, extensions=ext, parent_id=parent,
+                             child_epcs=children)
         elif action == "replace":
             if len(units) != 2:
                 raise EpcisError(f"aggregation event {agg_id} (replace) must name [old, new] units, not {units}")
-            old, new = unit_urns(units)
-            yield self.event(type="AggregationEvent", action="DELETE", biz_step="unpacking",
-                             parent_id=parent, child_epcs=(old,), **common)
-            yield self.event(type="AggregationEvent", action="ADD", biz_step="packing", disposition="in_progress",
-                             parent_id=parent, child_epcs=(new,), **common)
+            old, new = self._sgtins(units, serials, outbox_id)
+            yield self.event(at, stamp, UNPACKING, source=source, extensions=ext, parent_id=parent, child_epcs=(old,))
+            yield self.event(at, stamp, PACKING, source=source, extensions=ext, parent_id=parent, child_epcs=(new,))
         elif action == "destroy":
-            yield self.event(type="ObjectEvent", action="DELETE", biz_step="destroying", disposition="destroyed",
-                             epc_list=(parent,), **common)
+            yield self.event(at, stamp, DESTROYING, source=source, extensions=ext, epc_list=(parent,))
         elif action == "void_label":
             held = self._held_at(box, agg_id)
             if not held or new_identifier is None:
@@ -360,10 +434,10 @@ class _Renderer:
             kind = self._container(box)[1]
             new_parent = self._identifier_urn(str(new_identifier), kind, box)
             members = self._member_urns(held, agg_id)
-            yield self.event(type="AggregationEvent", action="DELETE", biz_step="unpacking",
-                             parent_id=parent, child_epcs=members, **common)
-            yield self.event(type="AggregationEvent", action="ADD", biz_step="packing", disposition="in_progress",
-                             parent_id=new_parent, child_epcs=members, **common)
+            yield self.event(at, stamp, UNPACKING, source=source, extensions=ext, parent_id=parent,
+                             child_epcs=members)
+            yield self.event(at, stamp, PACKING, source=source, extensions=ext, parent_id=new_parent,
+                             child_epcs=members)
 
     def _parent_urn(self, identifier: str, box: int) -> str:
         kind = "sscc" if len(identifier) == 18 and identifier.isdigit() else self._container(box)[1]
@@ -393,24 +467,84 @@ def _opt(value: object) -> str | None:
 
 
 def _serial_values(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str]:
+    """Return serial id -> serial value for ids (and maybe other serials between them); missing ones left out."""
     if not ids:
         return {}
-    return {
-        int(row[0]): str(row[1])
-        for row in conn.execute(
-            "SELECT id, serial FROM serial WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
-        )
-    }
+    low, high = min(ids), max(ids)
+    if high - low < 2 * len(ids) + _SERIAL_SPAN_SLACK:
+        # A page names serials made together, so their ids are close: one range of the primary key reads them
+        # (with the few between them) cheaper than a lookup each.
+        return dict(conn.execute("SELECT id, serial FROM serial WHERE id BETWEEN ? AND ?", (low, high)).fetchall())
+    return dict(conn.execute(
+        "SELECT id, serial FROM serial WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
+    ).fetchall())
 
 
-_ROWS_SQL = (
-    "SELECT o.id, o.transition_id, o.aggregation_event_id, o.serials, t.at, t.to_state, t.device, t.reason,"
-    " t.operator, e.id, e.at, e.action, e.container_id, e.identifier, e.new_identifier, e.serial_ids,"
-    " e.container_ids, e.operator, e.reason, e.station"
+_SERIAL_SPAN_SLACK = 64
+_scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+"""json.loads' own scanner (the C one), without the Python calls around it."""
+
+
+def _json_values(texts: Sequence[str]) -> list[Any]:
+    """Return json.loads of each text, in one pass of the C scanner when each is one compact JSON value."""
+    scan = _scan_json
+    try:
+        scanned = [scan(text, 0) for text in texts]
+    except (StopIteration, ValueError):
+        return [json.loads(text) for text in texts]  # raises as it would have
+    values = [value for value, _ in scanned]
+    if any(end != len(text) for (_, end), text in zip(scanned, texts, strict=True)):
+        return [json.loads(text) for text in texts]  # white space around a value: json.loads takes it
+    return values
+
+
+def _check_digit(digits: str) -> int:
+    """Return gs1_check_digit(digits) for ASCII digits, summing their bytes (each 48 more than its value)."""
+    data = digits.encode()
+    threes, ones = data[::-2], data[-2::-2]
+    return -(3 * (sum(threes) - 48 * len(threes)) + sum(ones) - 48 * len(ones)) % 10
+
+
+def _sscc_urn(sscc: str, company_prefix_length: int) -> str:
+    """Return sscc_uri(sscc, company_prefix_length), formatting a valid SSCC directly."""
+    if (len(sscc) == 18 and sscc.isascii() and sscc.isdigit() and company_prefix_length in COMPANY_PREFIX_LENGTHS
+            and _check_digit(sscc[:17]) == int(sscc[17])):
+        # What sscc_uri writes for it, without the parse of the result it makes to check itself.
+        n = company_prefix_length
+        return f"urn:epc:id:sscc:{sscc[1 : 1 + n]}.{sscc[0]}{sscc[1 + n : 17]}"
+    return sscc_uri(sscc, company_prefix_length)  # raises for a malformed one
+
+
+_PAGE_SQL = (
+    "SELECT o.id, o.transition_id, o.aggregation_event_id, o.serials, t.at, t.to_state{who}"
     " FROM epcis_outbox AS o LEFT JOIN transition AS t ON t.id = o.transition_id"
-    " LEFT JOIN aggregation_event AS e ON e.id = o.aggregation_event_id"
     " WHERE o.batch_id = ? AND o.id > ? AND o.id <= ? ORDER BY o.id LIMIT ?"
 )
+"""A page of outbox rows with their transitions; a transition's device, reason and operator only for extensions.
+
+Each column read costs (SQLite locks for each one): nearly all rows are transitions, so the aggregation events
+of the page are read apart (_AGGREGATION_SQL), and the three columns only extensions use are left out.
+"""
+_WHO = ", t.device, t.reason, t.operator"
+_NO_WHO = (None, None, None)
+_AGGREGATION_SQL = (
+    "SELECT id, at, action, container_id, identifier, new_identifier, serial_ids, container_ids, operator, reason,"
+    " station FROM aggregation_event WHERE {where}"
+)
+_NO_AGGREGATION = (None,) * 11
+"""The aggregation columns of an outbox row whose event is missing (as a LEFT JOIN would give them)."""
+
+
+def _aggregation_rows(conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """Return aggregation event id -> its columns (_AGGREGATION_SQL) for ids, in increasing order."""
+    low, high = ids[0], ids[-1]
+    if high - low < 4 * len(ids) + _SERIAL_SPAN_SLACK:
+        # A page's events were made together, between them only their batch's open and close events and the like.
+        cursor = conn.execute(_AGGREGATION_SQL.format(where="id BETWEEN ? AND ?"), (low, high))
+    else:
+        cursor = conn.execute(_AGGREGATION_SQL.format(where="id IN (SELECT value FROM json_each(?))"),
+                              (json.dumps(ids),))
+    return {row[0]: row for row in cursor}
 
 
 def default_hasher() -> Callable[[EpcisEvent], str]:
@@ -428,35 +562,108 @@ def batch_events(
     first_outbox: int = 1,
     last_outbox: int | None = None,
     hasher: Callable[[EpcisEvent], str] | None = None,
-) -> Iterator[EpcisEvent]:
-    """Yield the events of batch_id's outbox rows first_outbox..last_outbox (all by default), in outbox order.
+) -> BatchEvents:
+    """Return the events of batch_id's outbox rows first_outbox..last_outbox (all by default), in outbox order.
 
-    Reads PAGE_ROWS rows at a time, so memory stays flat for a batch of any size. hasher defaults to the GS1
-    event hash when ctx.event_ids is set.
+    Reads PAGE_ROWS rows at a time, so memory stays flat for a batch of any size, and nothing before the first
+    event is taken. hasher defaults to the GS1 event hash when ctx.event_ids is set.
     """
-    facts = batch_facts(conn, batch_id)
     if hasher is None and ctx.event_ids:
         hasher = default_hasher()
-    renderer = _Renderer(conn, facts, ctx, hasher if ctx.event_ids else None)
-    after = first_outbox - 1
-    last = last_outbox if last_outbox is not None else 2**62
-    while True:
-        rows = conn.execute(_ROWS_SQL, (batch_id, after, last, PAGE_ROWS)).fetchall()
-        if not rows:
+    return BatchEvents(conn, batch_id, ctx, first_outbox=first_outbox, last_outbox=last_outbox,
+                       hasher=hasher if ctx.event_ids else None)
+
+
+class BatchEvents:
+    """The events of a batch's outbox rows, in outbox order: an iterator of EpcisEvent, read as it is used.
+
+    A document writer may take them through prerendered() instead: the events the fast path can write come
+    already written for that document (RenderedEvent), the same text the EpcisEvent would have given.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, batch_id: int, ctx: EventContext, *, first_outbox: int,
+                 last_outbox: int | None, hasher: Callable[[EpcisEvent], str] | None) -> None:
+        self._conn = conn
+        self._ctx = ctx
+        self._hasher = hasher
+        self._renderer: _Renderer | None = None
+        self._writer: EventWriter | None = None
+        self._items = self._rows(batch_id, first_outbox, last_outbox)
+
+    def __iter__(self) -> BatchEvents:
+        return self
+
+    def __next__(self) -> EpcisEvent:
+        item = next(self._items)
+        if isinstance(item, RenderedEvent):
+            raise TypeError("the events are being written pre-rendered: take them from prerendered()")
+        return item
+
+    @contextmanager
+    def prerendered(self, writer: EventWriter) -> Iterator[Iterator[EpcisEvent | RenderedEvent]]:
+        """Within the block: the same events, those the fast path takes written for writer's document."""
+        self._writer = writer
+        self._attach()
+        try:
+            yield self._items
+        finally:
+            self._writer = None
+            self._attach()
+
+    def _attach(self) -> None:
+        """Give the renderer (once made) the fast path for the current writer, or take it away."""
+        renderer = self._renderer
+        if renderer is None:
             return
-        # Each row's JSON list of serials is parsed once: for the page's serial values, then for its events.
-        parsed: list[list[Any]] = [json.loads(row[3] if row[3] is not None else row[15] or "[]") for row in rows]
-        wanted: list[int] = []
-        for row, ids in zip(rows, parsed, strict=True):
-            wanted += [step[0] for step in ids] if row[3] is not None else ids
-        serials = _serial_values(conn, wanted)
-        renderer.prefetch_containers([c for row in rows if row[16] is not None for c in json.loads(row[16])])
-        for row, ids in zip(rows, parsed, strict=True):
-            if row[1] is not None:
-                yield from renderer.transition(row, serials, ids)
-            else:
-                yield from renderer.aggregation(row, serials, ids)
-        after = rows[-1][0]
+        if self._writer is None:
+            renderer.fast = None
+            return
+        from edge.epcis.fastpath import FastEvents  # noqa: PLC0415 - only documents written whole need it
+
+        renderer.fast = FastEvents.make(renderer, self._writer)
+
+    def _rows(self, batch_id: int, first_outbox: int, last_outbox: int | None) -> Iterator[EpcisEvent | RenderedEvent]:
+        conn = self._conn
+        facts = batch_facts(conn, batch_id)
+        renderer = self._renderer = _Renderer(conn, facts, self._ctx, self._hasher)
+        self._attach()
+        after = first_outbox - 1
+        last = last_outbox if last_outbox is not None else 2**62
+        extensions = self._ctx.extensions
+        sql = _PAGE_SQL.format(who=_WHO if extensions else "")
+        while True:
+            rows: list[tuple[Any, ...]] = conn.execute(sql, (batch_id, after, last, PAGE_ROWS)).fetchall()
+            if not rows:
+                return
+            agg_ids = [row[2] for row in rows if row[2] is not None]
+            if agg_ids:
+                # An aggregation row as transition() and aggregation() read it: outbox and transition columns (with
+                # the three extension ones), then the event's.
+                found = _aggregation_rows(conn, agg_ids)
+                who = () if extensions else _NO_WHO
+                rows = [row if row[2] is None else row + who + found.get(row[2], _NO_AGGREGATION) for row in rows]
+            # Each row's JSON lists are parsed once: for the page's serial values and containers, then its events.
+            parsed: list[list[Any]] = _json_values([
+                row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in rows])
+            boxes: list[list[int] | None] = [None if row[2] is None or row[16] is None else json.loads(row[16])
+                                             for row in rows]
+            wanted = [step[0] for row, ids in zip(rows, parsed, strict=True) if row[3] is not None for step in ids]
+            wanted += [i for row, ids in zip(rows, parsed, strict=True) if row[3] is None for i in ids]
+            serials = _serial_values(conn, wanted)
+            renderer.prefetch_containers([c for listed in boxes if listed for c in listed])
+            for row, ids, listed in zip(rows, parsed, boxes, strict=True):
+                if row[1] is not None:
+                    # Most rows commission one serial: the fast path, while a document takes it, writes their event
+                    # without the general path's steps.
+                    if row[5] == _COMMISSIONED and len(ids) == 1 and renderer.fast is not None:
+                        item = renderer.commissioned(row, ids[0][0], serials)
+                        if item is not None:
+                            yield item
+                            continue
+                    yield from renderer.transition(row, serials, ids)
+                else:
+                    yield from renderer.aggregation(row, serials, ids, listed)
+            after = rows[-1][0]
 
 
 def outbox_range(conn: sqlite3.Connection, batch_id: int) -> tuple[int, int] | None:

@@ -41,16 +41,19 @@ from edge.errors import EdgeError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from datetime import datetime
 
     from edge.epcis.model import EpcisEvent
 
 __all__ = [
     "EpcisHashError",
+    "PrehashTemplate",
     "document_event_hashes",
     "document_events_with_ids",
     "document_prehashes",
     "event_hash",
     "hash_prehash",
+    "hash_time",
     "prehash",
 ]
 
@@ -669,36 +672,67 @@ def prehash(event: EpcisEvent) -> str:
     # Consecutive events mostly share all of these: comparing with the last (identical objects) beats hashing.
     last = _LAST_TAIL[0]
     tail = last[1] if last is not None and last[0] == key else _tail(key, event)
-    stamp = event.event_time
-    if stamp.tzinfo is None:
-        raise EpcisHashError(f"{event.type} eventTime {stamp} has no time zone")
+    if event.event_time.tzinfo is None:
+        raise EpcisHashError(f"{event.type} eventTime {event.event_time} has no time zone")
+    text = _compose(tail, hash_time(event.event_time), event.parent_id, event.epc_list, event.child_epcs)
+    return _slow_prehash(event) if text is None else text
+
+
+def hash_time(stamp: datetime) -> str:
+    """Return an aware eventTime as the pre-hash string writes it: UTC, milliseconds, Z."""
     micro = stamp.microsecond
     if micro % 1000:
-        time = utc_millis(stamp)
-    else:
-        # The UTC second is looked up, only the milliseconds are added.
-        when = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second, stamp.tzinfo, stamp.fold)
-        second = _SECONDS.get(when)
-        if second is None:
-            if len(_SECONDS) >= _CACHE_LIMIT:
-                _SECONDS.clear()
-            second = _SECONDS[when] = utc_millis(stamp.replace(microsecond=0))[:-5]
-        time = second + _MILLIS[micro // 1000]
-    epcs = event.epc_list
+        return utc_millis(stamp)
+    # The UTC second is looked up, only the milliseconds are added.
+    when = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second, stamp.tzinfo, stamp.fold)
+    second = _SECONDS.get(when)
+    if second is None:
+        if len(_SECONDS) >= _CACHE_LIMIT:
+            _SECONDS.clear()
+        second = _SECONDS[when] = utc_millis(stamp.replace(microsecond=0))[:-5]
+    return second + _MILLIS[micro // 1000]
+
+
+class PrehashTemplate:
+    """The pre-hash strings of events that differ from one probe event only in eventTime and identifiers.
+
+    The probe's offset stays: an event at another offset needs its own template. Built from the same repeating
+    part prehash() uses, and composed by the same function, so a string it gives is the one prehash() gives.
+    """
+
+    __slots__ = ("_tail",)
+
+    def __init__(self, probe: EpcisEvent) -> None:
+        self._tail = _build_tail(probe)
+
+    @property
+    def copies_serials(self) -> bool:
+        """Whether an SGTIN's plain serial (ASCII letters and digits, 1 to 20) is only copied, never replaced."""
+        return not self._tail.sgtin_replacements
+
+    def prehash(self, time: str, parent_id: str | None, epc_list: tuple[str, ...],
+                child_epcs: tuple[str, ...]) -> str | None:
+        """Return the pre-hash string with time (as hash_time writes it) and these identifiers; None: the slow path."""
+        return _compose(self._tail, time, parent_id, epc_list, child_epcs)
+
+
+def _compose(tail: _Tail, time: str, parent_id: str | None, epc_list: tuple[str, ...],
+             child_epcs: tuple[str, ...]) -> str | None:
+    """Return the pre-hash string of an event from its repeating part, time and identifiers; None for the slow path."""
     ids = None
-    if len(epcs) == 1 and event.parent_id is None and not event.child_epcs and not tail.sgtin_replacements:
+    if len(epc_list) == 1 and parent_id is None and not child_epcs and not tail.sgtin_replacements:
         # The commissioning case, one SGTIN: its company prefix and item reference are converted once per GTIN,
         # its serial only checked (a plain one) and copied.
-        epc = epcs[0]
+        epc = epc_list[0]
         base = _SGTIN_HEADS.get(epc[:31]) if epc[31:32] == "." else None
         if base is not None:
             serial = epc[32:]
             if serial.isalnum() and serial.isascii() and len(serial) <= 20:  # the reference's limit
                 ids = "epcListepc=" + base + serial
     if ids is None:
-        ids = _identifiers(event, tail.replacements)
+        ids = _identifiers(parent_id, epc_list, child_epcs, tail.replacements, plain=not tail.sgtin_replacements)
         if ids is None:
-            return _slow_prehash(event)
+            return None
     return f"eventType={tail.event_type}eventTime={time}{tail.offset}{ids}{tail.rest}"
 
 
@@ -712,29 +746,48 @@ def _tail(key: tuple[object, ...], event: EpcisEvent) -> _Tail:
     return tail
 
 
-def _identifiers(event: EpcisEvent, replacements: dict[str, str]) -> str | None:
-    """Return the parentID, epcList and childEPCs part of the pre-hash string; None to take the slow path."""
+def _identifiers(parent_id: str | None, epc_list: tuple[str, ...], child_epcs: tuple[str, ...],
+                 replacements: dict[str, str], *, plain: bool) -> str | None:
+    """Return the parentID, epcList and childEPCs part of the pre-hash string; None to take the slow path.
+
+    plain: no bare-word replacement reaches an SGTIN, so one of a known GTIN with a plain serial is copied here as
+    _identifier would copy it.
+    """
     out = ""
-    for name, values in (("parentID", () if event.parent_id is None else (event.parent_id,)),
-                         ("epcList", event.epc_list), ("childEPCs", event.child_epcs)):  # fmt: skip
+    if parent_id is not None:
+        text = _identifier(parent_id, replacements)
+        if text is None:
+            return None
+        if text:
+            out = "parentID=" + text
+    heads = _SGTIN_HEADS
+    for name, values in (("epcList", epc_list), ("childEPCs", child_epcs)):
+        if not values:
+            continue
         texts = []
         for value in values:
+            if plain and value[31:32] == ".":
+                base = heads.get(value[:31])
+                if base is not None:
+                    serial = value[32:]
+                    if serial.isalnum() and serial.isascii() and len(serial) <= 20:
+                        texts.append(base + serial)
+                        continue
             text = _identifier(value, replacements)
             if text is None:
                 return None
             if text:
                 texts.append(text)
-        texts.sort()
-        if name == "parentID":
-            out += "".join(["parentID=" + text for text in texts])
-        elif texts:
+        if texts:
+            texts.sort()
             out += name + "".join(["epc=" + text for text in texts])
     return out
 
 
 def _identifier(value: str, replacements: dict[str, str]) -> str | None:
     """Return an EPC as the pre-hash string writes it ("" for a blank one); None when only the slow path can."""
-    value = replacements.get(value, value)
+    if replacements:
+        value = replacements.get(value, value)
     if value.startswith(_SGTIN) and value[31:32] == ".":
         # A valid SGTIN has 13 digits of company prefix and item reference: its serial starts at 32.
         head = value[:31]
@@ -746,11 +799,22 @@ def _identifier(value: str, replacements: dict[str, str]) -> str | None:
             base = _SGTIN_HEADS[head] = None if probe is None else probe[:-1]
         if base is not None:
             serial = value[32:]
-            if _PLAIN_SERIAL.fullmatch(serial) is not None:
+            if (serial.isalnum() and serial.isascii() and len(serial) <= 20) or _PLAIN_SERIAL.fullmatch(serial):
                 return base + serial
             if SGTIN_SERIAL.fullmatch(serial) is not None:
                 return base + serial.translate(DL_ESCAPES)
-    elif value.startswith(_VOCABULARY_STARTS):
+    # Any other identifier (an SSCC, named again on each case of its pallet) is converted once while in use.
+    found = _OTHER_IDS.get(value, _UNSEEN)
+    if found is _UNSEEN:
+        if len(_OTHER_IDS) >= _CACHE_LIMIT:
+            _OTHER_IDS.clear()
+        found = _OTHER_IDS[value] = _other_identifier(value)
+    return found
+
+
+def _other_identifier(value: str) -> str | None:
+    """Return an identifier other than a plain SGTIN as the pre-hash string writes it; None for the slow path."""
+    if value.startswith(_VOCABULARY_STARTS):
         return None  # it would join the vocabulary URIs and so change which bare words are replaced
     if value.startswith(_OWN_PREFIX_STARTS):
         value = _ns_value(value, _OWN_PREFIXES)
@@ -784,6 +848,8 @@ _LAST_TAIL: list[tuple[tuple[object, ...], _Tail] | None] = [None]
 _MILLIS = [f".{millis:03d}Z" for millis in range(1000)]
 _SECONDS: dict[tuple[object, ...], str] = {}
 _SGTIN_HEADS: dict[str, str | None] = {}
+_OTHER_IDS: dict[str, str | None] = {}
+_UNSEEN = "\x00unseen"
 
 
 def _build_tail(event: EpcisEvent) -> _Tail:

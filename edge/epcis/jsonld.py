@@ -11,7 +11,7 @@ import re
 from itertools import islice
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from edge.epcis.model import LINESIDE_NS, LINESIDE_PREFIX
+from edge.epcis.model import LINESIDE_NS, LINESIDE_PREFIX, RenderedEvent
 from edge.epcis.vocab import BIZ_STEP, BIZ_TRANSACTION_TYPE, DISPOSITION
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from edge.epcis.documents import Rendering
     from edge.epcis.model import DocumentHeader, EpcisEvent, Ilmd
 
-__all__ = ["CBVMDA_NS", "CONTEXT_URL", "write_jsonld"]
+__all__ = ["CBVMDA_NS", "CONTEXT_URL", "Fragments", "write_jsonld"]
 
 CONTEXT_URL = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 """The EPCIS 2.0 JSON-LD context every document names first."""
@@ -94,8 +94,12 @@ def _transactions(pairs: tuple[tuple[str, str], ...]) -> str:
     return f',"bizTransactionList":[{",".join(items)}]'
 
 
-class _Fragments:
-    """Per-document cache of the event fragments that repeat from event to event, and the event assembler."""
+class Fragments:
+    """Per-document cache of the event fragments that repeat from event to event, and the event assembler.
+
+    event() is tail(), id_part(), identifiers() and the event time, put together by assemble(): the fast path
+    (edge.epcis.fastpath) takes the same parts for events it writes without an EpcisEvent.
+    """
 
     def __init__(self, rendering: Rendering) -> None:
         self.rendering = rendering
@@ -104,6 +108,14 @@ class _Fragments:
     def event(self, ev: EpcisEvent) -> str:
         """Return one event as compact JSON."""
         r = self.rendering
+        tail = self.tail(ev)
+        event_id = self.id_part(ev.event_id if r.event_ids else None)
+        what = self.identifiers(ev.type, ev.epc_list, ev.parent_id, ev.child_epcs)
+        return self.assemble(ev.type, r.event_time(ev), offset=ev.event_time_zone_offset, id_part=event_id,
+                             identifiers=what, tail=tail)
+
+    def tail(self, ev: EpcisEvent) -> str:
+        """Return the event's fields from action on (all but its type, time and identifiers), checked and cached."""
         ilmd = ev.ilmd
         # Everything after the identifiers repeats across a batch: one lookup finds it, already written.
         key = (ev.type, ev.action, ev.biz_step, ev.disposition, ev.read_point, ev.biz_location, ev.biz_transactions,
@@ -112,17 +124,27 @@ class _Fragments:
         tail = self.tails.get(key)
         if tail is None:
             tail = _bounded(self.tails, key, self._tail(ev))
-        event_id = ',"eventID":' + _q(ev.event_id) if ev.event_id is not None and r.event_ids else ""
-        if ev.type == "ObjectEvent":
-            what = ',"epcList":[' + self._ids(ev.epc_list) + "]"
-        else:
-            what = "" if ev.parent_id is None else ',"parentID":' + _q(r.identifier(ev.parent_id))
-            if ev.child_epcs:
-                what += ',"childEPCs":[' + self._ids(ev.child_epcs) + "]"
-        return (
-            f'{{"type":"{ev.type}","eventTime":"{r.event_time(ev)}","eventTimeZoneOffset":"{ev.event_time_zone_offset}"'
-            f"{event_id}{what},{tail}}}"
-        )
+        return tail
+
+    def id_part(self, event_id: str | None) -> str:
+        """Return the eventID member (with its leading comma), or "" for None."""
+        return "" if event_id is None else ',"eventID":' + _q(event_id)
+
+    def identifiers(self, event_type: str, epc_list: tuple[str, ...], parent_id: str | None,
+                    child_epcs: tuple[str, ...]) -> str:
+        """Return an event's epcList (ObjectEvent), or parentID and childEPCs, with their leading commas."""
+        if event_type == "ObjectEvent":
+            return ',"epcList":[' + self._ids(epc_list) + "]"
+        what = "" if parent_id is None else ',"parentID":' + _q(self.rendering.identifier(parent_id))
+        if child_epcs:
+            what += ',"childEPCs":[' + self._ids(child_epcs) + "]"
+        return what
+
+    @staticmethod
+    def assemble(event_type: str, time: str, *, offset: str, id_part: str, identifiers: str, tail: str) -> str:
+        """Return one event as compact JSON from its parts (time as Rendering.event_time writes it)."""
+        return (f'{{"type":"{event_type}","eventTime":"{time}","eventTimeZoneOffset":"{offset}"'
+                f"{id_part}{identifiers},{tail}}}")
 
     def _tail(self, ev: EpcisEvent) -> str:
         """Return the event's fields from action on, checking the values they hold."""
@@ -165,19 +187,33 @@ def _bounded(cache: dict[K, str], key: K, fragment: str) -> str:
     return fragment
 
 
-def write_jsonld(out: BinaryIO, header: DocumentHeader, events: Iterable[EpcisEvent], rendering: Rendering) -> int:
-    """Write an EPCIS 2.0 JSON-LD document with at most rendering.limit events; return how many were written."""
+def write_jsonld(
+    out: BinaryIO,
+    header: DocumentHeader,
+    events: Iterable[EpcisEvent | RenderedEvent],
+    rendering: Rendering,
+    fragments: Fragments | None = None,
+) -> int:
+    """Write an EPCIS 2.0 JSON-LD document with at most rendering.limit events; return how many were written.
+
+    A RenderedEvent must have been rendered for this document (by fastpath with these fragments, or ones of the
+    same rendering); its text is written as it is.
+    """
     write = out.write
     write(_head(header, rendering).encode())
-    fragments = _Fragments(rendering)
-    event = fragments.event
+    event = (fragments or Fragments(rendering)).event
     separator = b""
     count = 0
     for ev in islice(events, rendering.limit):
-        try:
-            text = event(ev)
-        except ValueError as exc:
-            raise rendering.fail(count, ev, exc) from exc
+        if isinstance(ev, RenderedEvent):
+            if ev.written_for is not rendering:
+                raise rendering.fail(count, ev, ValueError("the event was rendered for another document"))
+            text = ev.text
+        else:
+            try:
+                text = event(ev)
+            except ValueError as exc:
+                raise rendering.fail(count, ev, exc) from exc
         write(separator + text.encode())
         separator = b",\n"
         count += 1

@@ -10,7 +10,7 @@ a partner profile may write them as GS1 Digital Link URIs instead. CBV values ar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -24,6 +24,7 @@ __all__ = [
     "EventType",
     "Ilmd",
     "MasterData",
+    "RenderedEvent",
 ]
 
 EventType = Literal["ObjectEvent", "AggregationEvent"]
@@ -80,6 +81,23 @@ class EpcisEvent:
     profile allows extensions, and hashed as {LINESIDE_NS}name=text."""
     source: str | None = None
     """Where the event came from in the store, like "transition 12" or "aggregation_event 4"; never written."""
+
+
+class RenderedEvent(NamedTuple):
+    """An event already written for one document (edge.epcis.fastpath): its text there, its eventID, its origin.
+
+    The text is what the document's writer writes for the EpcisEvent the store's history makes; a writer takes
+    it as it is, and refuses it in any document but the one named by written_for.
+    """
+
+    text: str
+    """The event as the document's syntax and profile write it (JSON-LD member or XML element)."""
+    event_id: str | None
+    """The eventID the text states, or None when it states none."""
+    source: str | None
+    """Where the event came from in the store, like "transition 12" (as EpcisEvent.source)."""
+    written_for: object
+    """The document rendering (edge.epcis.documents.Rendering) the text was written for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import re
 from itertools import islice
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from edge.epcis.model import LINESIDE_NS, LINESIDE_PREFIX
+from edge.epcis.model import LINESIDE_NS, LINESIDE_PREFIX, RenderedEvent
 from edge.epcis.vocab import BIZ_STEP, BIZ_TRANSACTION_TYPE, DISPOSITION
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from edge.epcis.documents import Rendering
     from edge.epcis.model import DocumentHeader, EpcisEvent, Ilmd
 
-__all__ = ["CBVMDA_NS", "EPCIS_NS", "SBDH_NS", "write_xml"]
+__all__ = ["CBVMDA_NS", "EPCIS_NS", "SBDH_NS", "Fragments", "write_xml"]
 
 EPCIS_NS = {"2.0": "urn:epcglobal:epcis:xsd:2", "1.2": "urn:epcglobal:epcis:xsd:1"}
 """The EPCIS XML namespace of each version."""
@@ -163,8 +163,12 @@ def _bounded(cache: dict[K, str], key: K, fragment: str) -> str:
     return fragment
 
 
-class _Fragments:
-    """Per-document cache of the event fragments that repeat from event to event, and the event assembler."""
+class Fragments:
+    """Per-document cache of the event fragments that repeat from event to event, and the event assembler.
+
+    event() is tail(), id_part(), identifiers() and the event time, put together by assemble(): the fast path
+    (edge.epcis.fastpath) takes the same parts for events it writes without an EpcisEvent.
+    """
 
     def __init__(self, rendering: Rendering) -> None:
         self.rendering = rendering
@@ -174,6 +178,14 @@ class _Fragments:
     def event(self, ev: EpcisEvent) -> str:
         """Return one event element, indented, starting on a new line."""
         r = self.rendering
+        tail = self.tail(ev)
+        event_id = self.id_part(ev.event_id if r.event_ids else None)
+        what = self.identifiers(ev.type, ev.epc_list, ev.parent_id, ev.child_epcs)
+        return self.assemble(ev.type, r.event_time(ev), offset=ev.event_time_zone_offset, id_part=event_id,
+                             identifiers=what, tail=tail)
+
+    def tail(self, ev: EpcisEvent) -> str:
+        """Return the event's elements from action to its end tag, checked and cached."""
         ilmd = ev.ilmd
         # Everything after the identifiers repeats across a batch: one lookup finds it, already written.
         key = (ev.type, ev.action, ev.biz_step, ev.disposition, ev.read_point, ev.biz_location, ev.biz_transactions,
@@ -182,31 +194,35 @@ class _Fragments:
         tail = self.tails.get(key)
         if tail is None:
             tail = _bounded(self.tails, key, self._tail(ev))
-        event_id = ""
-        if ev.event_id is not None and r.event_ids:
-            event_id = escape(ev.event_id)
-            if self.v12:
-                event_id = (
-                    f"\n        <baseExtension>\n          <eventID>{event_id}</eventID>\n        </baseExtension>"
-                )
-            else:
-                event_id = f"\n        <eventID>{event_id}</eventID>"
-        if ev.type == "ObjectEvent":
-            what = (
-                f"\n        <epcList>{self._ids(ev.epc_list)}\n        </epcList>"
-                if ev.epc_list
-                else "\n        <epcList/>"
-            )
-        else:
-            what = (
-                "" if ev.parent_id is None else f"\n        <parentID>{escape(r.identifier(ev.parent_id))}</parentID>"
-            )
-            if ev.child_epcs:
-                what += f"\n        <childEPCs>{self._ids(ev.child_epcs)}\n        </childEPCs>"
-        return (
-            f"\n      <{ev.type}>\n        <eventTime>{r.event_time(ev)}</eventTime>"
-            f"\n        <eventTimeZoneOffset>{ev.event_time_zone_offset}</eventTimeZoneOffset>{event_id}{what}{tail}"
-        )
+        return tail
+
+    def id_part(self, event_id: str | None) -> str:
+        """Return the eventID element (1.2: in baseExtension), or "" for None; ValueError if XML cannot carry it."""
+        if event_id is None:
+            return ""
+        text = escape(event_id)
+        if self.v12:
+            return f"\n        <baseExtension>\n          <eventID>{text}</eventID>\n        </baseExtension>"
+        return f"\n        <eventID>{text}</eventID>"
+
+    def identifiers(self, event_type: str, epc_list: tuple[str, ...], parent_id: str | None,
+                    child_epcs: tuple[str, ...]) -> str:
+        """Return an event's epcList (ObjectEvent), or parentID and childEPCs, as indented elements."""
+        if event_type == "ObjectEvent":
+            if not epc_list:
+                return "\n        <epcList/>"
+            return f"\n        <epcList>{self._ids(epc_list)}\n        </epcList>"
+        what = "" if parent_id is None else (
+            f"\n        <parentID>{escape(self.rendering.identifier(parent_id))}</parentID>")
+        if child_epcs:
+            what += f"\n        <childEPCs>{self._ids(child_epcs)}\n        </childEPCs>"
+        return what
+
+    @staticmethod
+    def assemble(event_type: str, time: str, *, offset: str, id_part: str, identifiers: str, tail: str) -> str:
+        """Return one event element from its parts (time as Rendering.event_time writes it)."""
+        return (f"\n      <{event_type}>\n        <eventTime>{time}</eventTime>"
+                f"\n        <eventTimeZoneOffset>{offset}</eventTimeZoneOffset>{id_part}{identifiers}{tail}")
 
     def _tail(self, ev: EpcisEvent) -> str:
         """Return the event's elements from action to its end tag, checking the values they hold."""
@@ -242,18 +258,32 @@ class _Fragments:
         return "".join([f"\n          <epc>{escape(epc)}</epc>" for epc in epcs])
 
 
-def write_xml(out: BinaryIO, header: DocumentHeader, events: Iterable[EpcisEvent], rendering: Rendering) -> int:
-    """Write an EPCIS XML document (the profile's version) with at most rendering.limit events; return the count."""
+def write_xml(
+    out: BinaryIO,
+    header: DocumentHeader,
+    events: Iterable[EpcisEvent | RenderedEvent],
+    rendering: Rendering,
+    fragments: Fragments | None = None,
+) -> int:
+    """Write an EPCIS XML document (the profile's version) with at most rendering.limit events; return the count.
+
+    A RenderedEvent must have been rendered for this document (by fastpath with these fragments, or ones of the
+    same rendering); its text is written as it is.
+    """
     write = out.write
     write(_head(header, rendering).encode())
-    fragments = _Fragments(rendering)
-    event = fragments.event
+    event = (fragments or Fragments(rendering)).event
     count = 0
     for ev in islice(events, rendering.limit):
-        try:
-            text = event(ev)
-        except ValueError as exc:
-            raise rendering.fail(count, ev, exc) from exc
+        if isinstance(ev, RenderedEvent):
+            if ev.written_for is not rendering:
+                raise rendering.fail(count, ev, ValueError("the event was rendered for another document"))
+            text = ev.text
+        else:
+            try:
+                text = event(ev)
+            except ValueError as exc:
+                raise rendering.fail(count, ev, exc) from exc
         write(text.encode())
         count += 1
     write(b"\n    </EventList>\n  </EPCISBody>\n</epcis:EPCISDocument>\n")

@@ -7,6 +7,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog.testing
 
 from edge.aggregation import ops as agg
 from edge.config.models import UpstreamTarget
@@ -341,6 +342,23 @@ async def test_file_drop_writes_each_document_once_by_name(store, tmp_path, sche
     from edge.epcis.validate import validate_document
 
     assert validate_document((drop / "WO-1_001.jsonld").read_bytes(), schemas) == []
+
+
+async def test_a_document_whose_schema_is_not_installed_is_sent_on_the_lines_own_checks(store, tmp_path):
+    clock = Clock()
+    batch_id = await make_batch(store, clock)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    tgt = target(kind="file_drop", url=None, directory=drop)
+    # Only the 1.2 XSDs (as packaged): nothing to check the JSON-LD document against.
+    only_xml12 = EpcisSchemas(xsd12=tmp_path / "xsd-1.2")
+    with structlog.testing.capture_logs() as logs:
+        async with Line(store, tgt, FileDropSender(FileDropTarget(drop)), only_xml12, clock) as line:
+            status = await line.until(batch_id, "delivered", "refused")
+    assert status["state"] == "delivered"
+    assert len(list(drop.iterdir())) == 1
+    assert any(log["event"].startswith("no official schema for this document") and log["batch"] == batch_id
+               for log in logs)
 
 
 async def test_context_is_fixed_at_first_render_so_ids_never_change(store, upstream, schemas):
