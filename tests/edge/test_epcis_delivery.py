@@ -385,13 +385,3 @@ def test_event_context_follows_the_profile():
     assert ctx.biz_transaction is None
     assert ctx.rejects == "omit"
 
-
-async def test_only_other_syntaxes_schemas_installed_the_lines_own_checks_stand(store, upstream, corpora):
-    # Only XML schemas installed (like the 1.2 XSDs `scripts/test` takes from a wheel): none for JSON-LD.
-    only_xml = EpcisSchemas(xsd2=corpora / "gs1-EPCIS" / "XSD")
-    clock = Clock()
-    batch_id = await make_batch(store, clock)
-    async with Line(store, target(url=upstream.url), capture_sender(upstream.url), only_xml, clock) as line:
-        status = await line.until(batch_id, "delivered", "failed")
-    assert status["state"] == "delivered", status
-    assert stored_ids(upstream) == await expected_ids(store, batch_id)
