@@ -8,7 +8,8 @@ two and checks every outcome against the verdict (pure: no I/O; the inspection s
 - a reject must be confirmed by the sensor (otherwise the pack may have gone on: stop);
 - a pack must have its verdict before it reaches the station (a missing verdict was rejected, safely, but the
   vision is not keeping up: stop);
-- more rejects in a row than the limit stop the line (something upstream is wrong: the printer, the job);
+- more rejects in a row than the limit stop the line (something upstream is wrong: the printer, the job); an
+  operator's reset starts the count afresh with the next pack at the camera;
 - a pack the station reports that never reached the camera, or numbers that skip, are a tracking mismatch.
 
 Numbers, never counts: a late or lost message changes one pack's record, never the next pack's.
@@ -81,6 +82,8 @@ class Tracker:
         self._records: OrderedDict[int, Tracked] = OrderedDict()
         self._last_camera: int | None = None
         self._last_outcome: int | None = None
+        self._counted_after: int | None = None
+        """Packs up to this one were past the camera at the last reset: their rejects are not in the streak."""
 
     def __len__(self) -> int:
         return len(self._records)
@@ -140,15 +143,20 @@ class Tracker:
         if rejected and not confirmed:
             alarms.append(Alarm(AlarmKind.REJECT_NOT_CONFIRMED, product,
                                 f"the reject of pack {product} was not confirmed: it may have gone on"))
-        if rejected:
+        if not rejected:
+            self.consecutive_rejects = 0
+        elif self._counted_after is None or product > self._counted_after:
             self.consecutive_rejects += 1
             if self.consecutive_rejects > self.limit:
                 alarms.append(Alarm(AlarmKind.CONSECUTIVE_REJECTS, product,
                                     f"{self.consecutive_rejects} rejects in a row (limit {self.limit})"))
-        else:
-            self.consecutive_rejects = 0
         return Settled(product, record, rejected, confirmed, tuple(alarms), good_but_rejected=rejected and good)
 
     def reset_rejects(self) -> None:
-        """Start counting rejects in a row afresh (after an operator reset)."""
+        """Start counting rejects in a row afresh (after an operator reset), from the next pack at the camera on.
+
+        Packs already past the camera were judged under what the operator has just dealt with (a stalled camera,
+        a printer that stopped): their rejects would stop the line again for the same cause, one pack at a time.
+        """
         self.consecutive_rejects = 0
+        self._counted_after = self._last_camera
