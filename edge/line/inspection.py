@@ -31,7 +31,7 @@ from drivers.plc.base import LineIo, ProductAt, ProductsMissed, RejectOutcome, S
 from edge.errors import BatchError, DeviceError, IllegalTransitionError
 from edge.line.events import LineStopRequest
 from edge.line.records import BatchDocuments, order_of, plan_for
-from edge.line.tracking import Alarm, AlarmKind, Tracker
+from edge.line.tracking import Alarm, AlarmKind, Tracked, Tracker
 from edge.line.verdict import Expectation, Read, RejectReason, SerialRow, Verdict, judge, serial_of
 from edge.metrics import VERDICT_LATENCY_BUCKETS_S, Histogram
 from edge.products.models import Product
@@ -299,6 +299,8 @@ class InspectionService:
 
     async def _settle(self, outcome: RejectOutcome) -> None:
         settled = self.tracker.at_reject(outcome.product, rejected=outcome.rejected, confirmed=outcome.confirmed)
+        for record in settled.unseen:
+            await self._unreported(record)
         if outcome.rejected and outcome.confirmed:
             self.counts.confirmed_rejects += 1
         if settled.good_but_rejected and settled.record is not None and settled.record.verdict is not None:
@@ -315,6 +317,24 @@ class InspectionService:
             # Only now is the pack past the last point it could leave the line: packing may count it.
             await self._passed(outcome.product, verdict)
         self.counts.settled += 1  # last: a pack counts as settled once everything it caused is done
+    async def _unreported(self, record: Tracked) -> None:
+        """Settle a pack that crossed the reject station unreported, as the PLC decided it from its verdict slot."""
+        verdict = record.verdict
+        if verdict is not None and verdict.good and record.good_sent:
+            # The PLC held its good verdict, and lets such a pack pass: it is on its way to the case packer,
+            # ahead of the pack just reported, so packing it now keeps the line order.
+            self._log.warning("pack crossed the reject station unreported; passed on its good verdict",
+                              product=record.product, serial=verdict.serial)
+            if self._passed is not None:
+                await self._passed(record.product, verdict)
+        elif verdict is not None and verdict.good:
+            # Commissioned, but the write of its verdict never completed: whether the PLC passed it is unknown.
+            self._log.error("pack crossed the reject station unreported; its good verdict may not have reached "
+                            "the PLC: find it before the case packer", product=record.product, serial=verdict.serial)
+        else:
+            self._log.warning("pack crossed the reject station unreported; rejected by default",
+                              product=record.product)
+
     async def _raise(self, alarms: tuple[Alarm, ...]) -> None:
         for alarm in alarms:
             self.counts.alarms[alarm.kind.value] += 1

@@ -10,7 +10,8 @@ two and checks every outcome against the verdict (pure: no I/O; the inspection s
   vision is not keeping up: stop);
 - more rejects in a row than the limit stop the line (something upstream is wrong: the printer, the job); an
   operator's reset starts the count afresh with the next pack at the camera;
-- a pack the station reports that never reached the camera, or numbers that skip, are a tracking mismatch.
+- a pack the station reports that never reached the camera, or numbers that skip (at the camera or at the
+  station), are a tracking mismatch.
 
 Numbers, never counts: a late or lost message changes one pack's record, never the next pack's.
 """
@@ -69,6 +70,8 @@ class Settled:
     alarms: tuple[Alarm, ...]
     good_but_rejected: bool
     """A pack judged good (its serial commissioned) went to the reject bin: its serial must be taken back."""
+    unseen: tuple[Tracked, ...] = ()
+    """Packs before this one that passed the camera but crossed the station unreported (the link was down)."""
 
 
 class Tracker:
@@ -125,9 +128,18 @@ class Tracker:
         """Close the pack's record with what the reject station did; return it with the alarms it raises."""
         record = self._records.pop(product, None)
         alarms: list[Alarm] = []
-        if self._last_outcome is not None and product <= self._last_outcome:
+        last = self._last_outcome
+        if last is not None and product <= last:
             alarms.append(Alarm(AlarmKind.TRACKING_MISMATCH, product,
-                                f"pack {product} at the reject station after pack {self._last_outcome}"))
+                                f"pack {product} at the reject station after pack {last}"))
+        # The PLC reports outcomes in belt order: packs seen at the camera before this one and still unreported
+        # crossed the station while the line could not hear (a new PLC link starts from the PLC's counters).
+        unseen = tuple(self._records.pop(n) for n in [n for n in self._records if n < product])
+        if unseen:
+            first, end = unseen[0].product, unseen[-1].product
+            alarms.append(Alarm(AlarmKind.TRACKING_MISMATCH, first,
+                                f"{len(unseen)} pack(s) from {first} to {end} crossed the reject station "
+                                "unreported; the PLC decided them by their verdicts"))
         self._last_outcome = product if self._last_outcome is None else max(self._last_outcome, product)
         verdict = None if record is None else record.verdict
         good = verdict is not None and verdict.good
@@ -150,7 +162,8 @@ class Tracker:
             if self.consecutive_rejects > self.limit:
                 alarms.append(Alarm(AlarmKind.CONSECUTIVE_REJECTS, product,
                                     f"{self.consecutive_rejects} rejects in a row (limit {self.limit})"))
-        return Settled(product, record, rejected, confirmed, tuple(alarms), good_but_rejected=rejected and good)
+        return Settled(product, record, rejected, confirmed, tuple(alarms), good_but_rejected=rejected and good,
+                       unseen=unseen)
 
     def reset_rejects(self) -> None:
         """Start counting rejects in a row afresh (after an operator reset), from the next pack at the camera on.

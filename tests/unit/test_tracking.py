@@ -134,3 +134,17 @@ def test_a_reset_counts_rejects_in_a_row_afresh_from_the_next_pack_at_the_camera
     assert [rejected(4), rejected(5)] == [[], []]
     at_camera(6, 7, 8)
     assert [rejected(6), rejected(7), rejected(8)] == [[], [], [AlarmKind.CONSECUTIVE_REJECTS]]
+
+
+def test_packs_seen_at_the_camera_that_cross_the_station_unreported_are_handed_back_with_an_alarm() -> None:
+    tracker = Tracker(consecutive_reject_limit=3)
+    for product, verdict in ((1, GOOD), (2, BAD), (3, GOOD)):
+        tracker.at_camera(product, product * 100)
+        tracker.judged(product, verdict)
+    tracker.good_sent(1)
+    # The PLC link was down while packs 1 and 2 crossed the station: the first outcome heard is pack 3's.
+    settled = tracker.at_reject(3, rejected=False, confirmed=False)
+    assert [r.product for r in settled.unseen] == [1, 2]
+    assert settled.unseen[0].good_sent
+    assert kinds(settled) == [AlarmKind.TRACKING_MISMATCH]
+    assert len(tracker) == 0
