@@ -386,8 +386,14 @@ class Daemon:
             response_timeout_s=dev.timeouts.response_s,
         )
 
+        last: list[Driver] = []
+
         def factory() -> Driver:
-            return cls(context, dev.parsed_options)
+            driver = cls(context, dev.parsed_options)
+            if last and isinstance(driver, LineIo) and isinstance(last[0], LineIo):
+                driver.resume_after(last[0])
+            last[:] = [driver]
+            return driver
 
         return DeviceSupervisor(
             dev.id,

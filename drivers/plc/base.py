@@ -103,3 +103,11 @@ class LineIo(Driver, abc.ABC):
     @abc.abstractmethod
     async def set_stack_light(self, light: StackLight) -> None:
         """Show the line state on the stack light."""
+
+    def resume_after(self, previous: LineIo) -> None:
+        """Before connect(): report from where previous (this device's last link) stopped, not from the present.
+
+        Products the PLC still holds that the lost link had not reported then come late instead of never. The
+        default keeps nothing: a new link starts from the PLC's present (skipped products are reported missed).
+        """
+        del previous
