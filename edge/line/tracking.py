@@ -37,6 +37,8 @@ class AlarmKind(StrEnum):
     NO_VERDICT_IN_TIME = "no-verdict-in-time"
     CONSECUTIVE_REJECTS = "consecutive-rejects"
     TRACKING_MISMATCH = "tracking-mismatch"
+    STORE_WRITE_FAILED = "store-write-failed"
+    """A verdict or an outcome could not be made durable (the disk is full): nothing may pass on it."""
 
 
 @dataclass(frozen=True, slots=True)
