@@ -781,6 +781,7 @@ _RecipeParts = tuple[str, int, dict[str, int], dict[str, str], frozenset[str]]
 _RECIPES: dict[tuple[int, str, str], _RecipeParts] = {}
 """What _recipe made of a batch's product, by (batch id, GTIN, product_json): packing reads it for every case."""
 _RECIPES_LIMIT = 64
+"""Recipes kept before the cache starts afresh: a line runs a handful of batches at once, at most."""
 
 
 def _recipe(conn: sqlite3.Connection, batch_id: int) -> _Recipe:

@@ -90,6 +90,7 @@ SPARE_BUFFERS: Final = 4
 HANG_GUARD_S: Final = 30.0
 """Longest any one wait of the campaign may take: a guard against a hang, never a measurement."""
 CATCH_UP_POLL_S: Final = 0.002
+"""How often the campaign looks whether the line caught up: the line signals nothing; a fraction of a step's work."""
 REACTION_PACKS: Final = 16
 """Packs the belt may move after a fault before the line must have held or stopped."""
 DELIVERY_WAIT_S: Final = 60.0
@@ -101,6 +102,7 @@ PLC_BLIND_PITCHES: Final = 2
 INK_RUN_ON_PITCHES: Final = 4
 """Pitches the belt moves after the ink runs out (two prints on) before the campaign waits for the hold."""
 SMALL_DISK_BYTES: Final = 64 * 1024 * 1024
+"""Size of the tmpfs the disk-full scenario fills: room for a short batch's store, small enough to fill at once."""
 
 Request = Literal["hold", "stop"]
 
