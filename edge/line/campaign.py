@@ -783,7 +783,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {s.name: s for s in (
     Scenario("printer-out-of-ink", "printer out of ink mid-batch, refilled, Unhold", _printer_out_of_ink),
     Scenario("camera-stall", "camera stops delivering frames: packs rejected, the alarm stops the line",
              _camera_stall),
-    Scenario("plc-connection-loss", "PLC link cut, the belt stopped by its watchdog, link back, restart",
+    Scenario("plc-connection-loss", "PLC link cut, the belt stopped by its watchdog, link back, Unhold",
              _plc_connection_loss),
     Scenario("reject-not-confirmed", "reject confirmation missing: the line stops, the operator clears the pack",
              _reject_not_confirmed),
