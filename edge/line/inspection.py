@@ -236,11 +236,15 @@ class InspectionService:
 
     async def _judge(self, product: int) -> None:
         verdict, image, taken = await self._verdict(product)
-        await self._act_on(product, verdict, image)
+        rejected = await self._act_on(product, verdict)
         if taken is not None:
             self.latency.observe(max(0.0, (self._clock() - taken).total_seconds()))
+        if rejected is not None and image is not None and self._images is not None:
+            # After the verdict's latency: the PLC rejects the pack whatever becomes of its picture.
+            await asyncio.to_thread(self._images.save, product, rejected.value, image)
 
-    async def _act_on(self, product: int, verdict: Verdict, image: npt.NDArray[np.uint8] | None) -> None:
+    async def _act_on(self, product: int, verdict: Verdict) -> RejectReason | None:
+        """Record the verdict and act on it (good: commissioned, then sent to the PLC); return why it was rejected."""
         self.counts.inspected += 1
         record = self.tracker.judged(product, verdict)
         self._remember(product, verdict)
@@ -251,7 +255,7 @@ class InspectionService:
             if verdict.serial_id is not None and verdict.state in PRINTED_OR_IN_DOUBT:
                 await self._move(verdict.serial_id, SerialState.REJECTED, "rejected before its verdict",
                                  expect=PRINTED_OR_IN_DOUBT)
-            return
+            return None
         if verdict.good and verdict.serial_id is not None:
             if verdict.state is SerialState.SENT:
                 # Seen on the pack before the printer's evidence came: the camera's proof stands for it.
@@ -270,7 +274,7 @@ class InspectionService:
                     await plc.good(product)
                     self.tracker.good_sent(product)
                 self.counts.good += 1
-                return
+                return None
         reason = verdict.reason or RejectReason.NO_READ
         self.counts.rejected[reason.value] += 1
         self._log.info("pack rejected", product=product, reason=reason.value, detail=verdict.detail,
@@ -278,8 +282,7 @@ class InspectionService:
         if verdict.serial_id is not None and reason in REJECTABLE_REASONS:
             await self._move(verdict.serial_id, SerialState.REJECTED, f"{reason.value}: {verdict.detail}",
                              expect=PRINTED_OR_IN_DOUBT)
-        if image is not None and self._images is not None:
-            await asyncio.to_thread(self._images.save, product, reason.value, image)
+        return reason
 
     async def _verdict(self, product: int) -> tuple[Verdict, npt.NDArray[np.uint8] | None, datetime | None]:
         """Judge the pack; return the verdict, its frame and when the frame was taken (None without one)."""
