@@ -193,12 +193,13 @@ class InspectionService:
                 self._log.error("inspection cannot keep up: pack left without a verdict", product=event.product)
         elif isinstance(event, RejectOutcome):
             await self._settle(event)
-            return
-        if self._unwritten:
-            await self._write_outcomes()
+            return  # its writes, and any waiting before them, were tried just now
         elif isinstance(event, ProductsMissed):
             detail = f"packs {event.first} to {event.last} passed the {event.station.value} unseen by the line"
             await self._raise((Alarm(AlarmKind.TRACKING_MISMATCH, event.first, detail),))
+        if self._unwritten:
+            # Writes the store refused are tried again with every event, so they go once it takes writes again.
+            await self._write_outcomes()
 
     async def run(self) -> None:
         """Judge queued packs, one at a time in camera order, until cancelled."""
