@@ -109,14 +109,18 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     opcua_cli.add_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark and print our figure beside a baseline")
-    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation", "epcis", "crash"],
+    bench.add_argument("name", choices=["store", "gs1", "print", "decode", "aggregation", "epcis", "crash", "line",
+                                         "faults"],
                        help="store: durable serial transitions/s and a million-serial batch; gs1: parse+validate/s; "
                             "print: serials/s with per-serial evidence through each printer driver and simulator; "
                             "decode: ms per 1280x1024 frame to find and decode a GS1 DataMatrix; "
                             "aggregation: ms per 2448x2048 case-top frame to decode 24 and 100 codes; "
                             "epcis: seconds and peak MB to export a batch with its cases and pallets as one EPCIS "
                             "document; crash: the demo line SIGKILLed at random moments, resumed, every invariant "
-                            "checked after each kill")
+                            "checked after each kill; line: packs a minute through the whole simulated line (print, "
+                            "inspect, reject, durable state) at --ppm; faults: a whole batch per fault scenario "
+                            "(printer, camera, PLC, reject sensor, upstream, disk full, line noise), every invariant "
+                            "checked, beside the same batch without a fault")
     bench.add_argument("--transitions", type=_positive, default=300_000,
                        help="serial transitions per pass (store; default 300,000)")
     bench.add_argument("--serials", type=_positive, default=1_000_000,
@@ -125,13 +129,28 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     bench.add_argument("--strings", type=int, default=200_000, help="element strings to parse (gs1)")
     bench.add_argument("--units", type=_positive,
                        help="serials printed per driver (print; default 1,000); units in the batch (epcis; default "
-                            "1,000,000; crash: default 20 per kill, at least 120)")
+                            "1,000,000; crash: default 20 per kill, at least 120; faults: packs per "
+                            "batch, default 90)")
     bench.add_argument("--kills", type=_positive, default=50, help="SIGKILLs of the demo line (crash; default 50)")
+    bench.add_argument("--repeat", type=_positive, default=1, help="runs of every scenario (faults; default 1)")
+    bench.add_argument("--scenario", action="append",
+                       help="only this fault scenario, e.g. printer-out-of-ink (faults; default: all)")
     bench.add_argument("--seed", type=int, default=20270401, help="seed of the kill moments (crash)")
     bench.add_argument("--cold", action="store_true",
                        help="start each run in a new interpreter instead of forking a warmed one (crash)")
     bench.add_argument("--driver", action="append", help="only this printer driver, e.g. printer.zipher (print)")
     bench.add_argument("--frames", type=_positive, default=300, help="frames per set, clean and degraded (decode)")
+    bench.add_argument("--ppm", type=float, default=3000.0, help="line rate asked for, packs a minute (line)")
+    bench.add_argument("--seconds", type=float, default=60.0, help="belt time at that rate (line; default 60)")
+    bench.add_argument("--find-max", action="store_true",
+                       help="search the highest rate that holds for --seconds, starting at --ppm (line)")
+    bench.add_argument("--defect-every", type=int, default=100,
+                       help="a reject-worthy defect on every nth pack, cosmetic ones between (line; default 100; "
+                            "0: none)")
+    bench.add_argument("--no-aggregation", action="store_true", help="no case packing and labels (line)")
+    bench.add_argument("--plc-poll-ms", type=float, help="the PLC driver's poll interval (line; default: config)")
+    bench.add_argument("--decoder-fallback", choices=["on", "off"],
+                       help="the inspection decoder's libdmtx fallback (line; default: config)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_cmd_bench)
     return parser
@@ -228,6 +247,10 @@ def _cmd_config_schema(_args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one branch per benchmark
     if args.name == "crash":
         return _cmd_bench_crash(args)
+    if args.name == "faults":
+        return _cmd_bench_faults(args)
+    if args.name == "line":
+        return _cmd_bench_line(args)
     if args.name == "decode":
         from edge.vision.bench import bench_decode  # noqa: PLC0415 - keeps `lineside --help` fast
 
@@ -298,6 +321,45 @@ def _cmd_bench_crash(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr, flush=True)
 
     result = bench_crash(kills=args.kills, seed=args.seed, units=args.units, warm=not args.cold, progress=progress)
+    print(json.dumps(result, indent=2) if args.json else format_text(result))
+    return EXIT_OK if result["details"]["ok"] else EXIT_FAILED
+
+
+def _cmd_bench_line(args: argparse.Namespace) -> int:
+    """Run the line benchmark; print its figures; exit 1 when a pack was judged wrong or a bad one got through."""
+    from edge.line.bench_line import LineBenchRun, format_text, run_line_bench  # noqa: PLC0415 - keeps --help fast
+    from edge.log import configure  # noqa: PLC0415 - keeps `lineside --help` fast
+
+    try:
+        run = LineBenchRun(ppm=args.ppm, seconds=args.seconds, defect_every=max(0, args.defect_every),
+                           aggregation=not args.no_aggregation,
+                           plc_poll_s=None if args.plc_poll_ms is None else args.plc_poll_ms / 1000,
+                           decoder_fallback=None if args.decoder_fallback is None else args.decoder_fallback == "on")
+    except ValueError as err:
+        print(f"lineside bench line: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    configure(level="warning", fmt="console")  # device chatter would drown the figures
+    result = run_line_bench(run, find_max=args.find_max)
+    print(json.dumps(result, indent=2) if args.json else format_text(result))
+    return EXIT_OK if result["judged_right"] else EXIT_FAILED
+
+
+def _cmd_bench_faults(args: argparse.Namespace) -> int:
+    """Run the fault campaign; print its figures; exit 1 when an invariant broke in any scenario."""
+    from edge.line.campaign import BENCH_UNITS, SCENARIOS, bench_faults, format_text  # noqa: PLC0415 - keeps `lineside --help` fast
+    from edge.log import configure  # noqa: PLC0415 - keeps `lineside --help` fast
+
+    unknown = sorted(set(args.scenario or ()) - set(SCENARIOS))
+    if unknown:
+        print(f"lineside bench faults: unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    configure(level="critical", fmt="console")  # the faults' own alarms and warnings would drown the figures
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    result = bench_faults(units=args.units or BENCH_UNITS, repeat=args.repeat, names=args.scenario, progress=progress)
     print(json.dumps(result, indent=2) if args.json else format_text(result))
     return EXIT_OK if result["details"]["ok"] else EXIT_FAILED
 

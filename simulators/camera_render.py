@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
@@ -45,10 +46,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODULE_PX",
     "DEFAULT_SIZE",
+    "SparseFrame",
     "prepare",
     "register_world",
     "registered_world",
     "render",
+    "render_sparse",
     "symbol_modules",
     "unregister_world",
 ]
@@ -210,7 +213,7 @@ def render(
     width, height = size
     if width < 200 or height < 200 or module_px < 1:
         raise ValueError(f"a frame of {size} with {module_px} px modules is too small to render")
-    ox, oy = rng.randrange(BACKGROUND_PAD), rng.randrange(BACKGROUND_PAD)
+    ox, oy = _crop_offset(rng)
     frame = _background(width, height)[oy:oy + height, ox:ox + width].copy()
     if noise > 0:
         gx, gy = rng.randrange(BACKGROUND_PAD), rng.randrange(BACKGROUND_PAD)
@@ -226,6 +229,55 @@ def render(
         _draw_code(frame, code, defects=defects, centre=(x, cy + (rng.uniform(-20, 20) if n else 0)),
                    module_px=module_px, rng=rng)
     return frame
+
+
+@dataclass(frozen=True, slots=True)
+class SparseFrame:
+    """A rendered frame kept as the part that differs from its background crop: tens of KB instead of 1.3 MB."""
+
+    size: tuple[int, int]
+    """(width, height) of the frame."""
+    offset: tuple[int, int]
+    """(x, y) of the frame's crop in the padded background."""
+    origin: tuple[int, int]
+    """(x, y) in the frame where patch goes."""
+    patch: npt.NDArray[np.uint8]
+
+    def image(self) -> npt.NDArray[np.uint8]:
+        """Return the whole frame as `render` made it (a fresh, writeable array)."""
+        (width, height), (ox, oy), (x, y) = self.size, self.offset, self.origin
+        frame = _background(width, height)[oy:oy + height, ox:ox + width].copy()
+        rows, cols = self.patch.shape
+        frame[y:y + rows, x:x + cols] = self.patch
+        return frame
+
+
+def render_sparse(
+    codes: Sequence[str],
+    defects: Sequence[Defect] = (),
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    module_px: int = DEFAULT_MODULE_PX,
+    rng: random.Random,
+) -> SparseFrame:
+    """Render as `render` does without noise (same rng, same frame) and keep only what differs from the background."""
+    state = rng.getstate()
+    ox, oy = _crop_offset(rng)
+    rng.setstate(state)  # render draws the same offset first
+    frame = render(codes, defects, size=size, module_px=module_px, rng=rng)
+    width, height = size
+    changed = frame != _background(width, height)[oy:oy + height, ox:ox + width]
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    if not rows.size:
+        return SparseFrame(size, (ox, oy), (0, 0), np.zeros((0, 0), np.uint8))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return SparseFrame(size, (ox, oy), (x0, y0), frame[y0:y1, x0:x1].copy())
+
+
+def _crop_offset(rng: random.Random) -> tuple[int, int]:
+    """Draw where a frame's crop of the padded background starts (the first draws of every frame)."""
+    ox = rng.randrange(BACKGROUND_PAD)
+    return ox, rng.randrange(BACKGROUND_PAD)
 
 
 def _draw_code(

@@ -14,8 +14,9 @@ registers (FC 4) mirror the holding registers. Writes to holding registers outsi
 with exception 2 (illegal data address), as a PLC protects its own data.
 
 Faults: missing reject confirmation (`confirm_rejects`, the world's sensor), connection drop (`disconnect()`),
-delayed answers (`delay_s`: every answer waits that long, released at once by `stop()`), exception answers
-(`refuse_with`: every request answered with that Modbus exception code). The belt is not driven
+the cable pulled for a while (`unplug()` until `plug()`: every link dropped as it comes), delayed answers (`delay_s`:
+every answer waits that long, released at once by `stop()`), exception answers (`refuse_with`: every request
+answered with that Modbus exception code), line noise (`send_garbage`). The belt is not driven
 here: the owner moves it (`world.advance(...)` in tests, `world.run(ppm)` in the demo).
 
 Verified: a pymodbus client and the driver read and write every mapped address (tests). Assumed: a real PLC
@@ -111,6 +112,8 @@ class PlcSim:
         """Fault: every answer waits this long (0: none)."""
         self.refuse_with: ExcCodes | None = None
         """Fault: answer every request with this Modbus exception (e.g. DEVICE_BUSY) instead of serving it."""
+        self.unplugged = False
+        """Fault: the cable is pulled; every link is dropped as it comes (`unplug`, `plug`)."""
         self.log = structlog.get_logger().bind(simulator=type(self).__name__)
         self._host, self._port = host, port
         self._clock, self._sleep, self._scan_interval_s = clock, sleep, scan_interval_s
@@ -225,6 +228,23 @@ class PlcSim:
         if self._server is not None:
             for link in list(self._server.active_connections.values()):
                 link.close()
+
+    def unplug(self) -> None:
+        """Fault: pull the cable: drop every client now and every one that connects until `plug()`."""
+        self.unplugged = True
+        self.disconnect()
+
+    def plug(self) -> None:
+        """Put the cable back: clients connect again."""
+        self.unplugged = False
+
+    def send_garbage(self, data: bytes) -> None:
+        """Fault: write data to every client link now, between two answers, as line noise would."""
+        if self._server is not None:
+            for link in list(self._server.active_connections.values()):
+                transport: Any = link.transport
+                if transport is not None:
+                    transport.write(data)
 
     # --- what tests and the demo look at ---
 
@@ -354,6 +374,8 @@ class PlcSim:
         """Apply a write to the PLC's memory and refresh the table, before pymodbus serves any access."""
         if self.delay_s > 0:
             await self._delay()
+        if self.unplugged:
+            return ExcCodes.GATEWAY_NO_RESPONSE  # a request that came in before its link was dropped
         if self.refuse_with is not None:
             return self.refuse_with
         self.scan()
@@ -414,7 +436,10 @@ class PlcSim:
                 self._idle.set()
 
     def _on_connect(self, connected: bool) -> None:
-        if connected:
+        if connected and self.unplugged:
+            # The link is registered once this callback returns: drop it right after.
+            asyncio.get_running_loop().call_soon(self.disconnect)
+        elif connected:
             self._connected.set()
 
     def _claim(self) -> None:

@@ -82,6 +82,11 @@ def _no_defects(_seq: int) -> tuple[Defect, ...]:
     return ()
 
 
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
+
+
 @dataclass(slots=True)
 class LineWorld:
     """The conveyor: packs enter at a pitch, pass the stations in order and leave or fall into the reject bin."""
@@ -110,6 +115,7 @@ class LineWorld:
     _next_seq: int = 1
     _next_entry: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _frames: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
 
     @property
     def entered(self) -> int:
@@ -160,6 +166,22 @@ class LineWorld:
         """Return after the belt next moves."""
         self._changed.clear()
         await self._changed.wait()
+
+    @property
+    def camera_frames(self) -> bool:
+        """False is a fault: the camera delivers no frames (stalled) until this is True again."""
+        return self._frames.is_set()
+
+    @camera_frames.setter
+    def camera_frames(self, value: bool) -> None:
+        if value:
+            self._frames.set()
+        else:
+            self._frames.clear()
+
+    async def wait_camera_frames(self) -> None:
+        """Return once the camera delivers frames (at once unless it stalled)."""
+        await self._frames.wait()
 
     def _enter(self) -> None:
         product = SimProduct(self._next_seq, self.encoder, defects=self.defects(self._next_seq))

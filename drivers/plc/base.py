@@ -107,3 +107,11 @@ class LineIo(Driver, abc.ABC):
     @abc.abstractmethod
     async def show_state(self, state: int, unit_mode: int) -> None:
         """Show the line's PackTags StateCurrent and UnitModeCurrent to the PLC (nothing when it has no place)."""
+
+    def resume_after(self, previous: LineIo) -> None:
+        """Before connect(): report from where previous (this device's last link) stopped, not from the present.
+
+        Products the PLC still holds that the lost link had not reported then come late instead of never. The
+        default keeps nothing: a new link starts from the PLC's present (skipped products are reported missed).
+        """
+        del previous

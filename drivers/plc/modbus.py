@@ -127,6 +127,8 @@ class ModbusLineIo(LineIo):
         self._used = False
         self._peer = context.transport.url
         self._stations: dict[Station, _StationState] = {}
+        self._resume: dict[Station, _StationState] = {}
+        """What the device's previous link had reported, per station (`resume_after`)."""
         self._heartbeat = False
         self._status: tuple[bool, bool] | None = None
         self._encoder: int | None = None
@@ -188,6 +190,13 @@ class ModbusLineIo(LineIo):
             await self._poll()
             polls += 1
             await self.context.sleep(self._options.poll_interval_s)
+
+    def resume_after(self, previous: LineIo) -> None:
+        """Before connect(): go on from what previous reported, while the PLC's rings still hold the rest."""
+        if isinstance(previous, ModbusLineIo):
+            # A link that never came up reported nothing: what the one before it reported still stands.
+            reported = previous._stations or previous._resume  # noqa: SLF001 - the same class, one device
+            self._resume = {station: _StationState(s.count, s.last_seq) for station, s in reported.items()}
 
     async def close(self) -> None:
         """Close the link; idempotent and never raises."""
@@ -251,7 +260,14 @@ class ModbusLineIo(LineIo):
         for station in Station:
             count, entries = self._ring(image, station)
             newest = entries[(count - 1) % len(entries)][0] if count else None
-            self._stations[station] = _StationState(count, newest)
+            resumed = self._resume.get(station)
+            if resumed is not None and resumed.count <= count:
+                # The first poll reports what came since (a link lost to a timeout drops the answer that held it);
+                # more than the ring holds is reported missed there.
+                self._stations[station] = resumed
+            else:
+                # First link, or the PLC restarted (its counter went back): its present is the start.
+                self._stations[station] = _StationState(count, newest)
 
     async def _read_image(self) -> dict[int, int]:
         image: dict[int, int] = {}

@@ -777,9 +777,34 @@ def replay(events: Iterable[AggregationEvent]) -> tuple[dict[int, int], dict[int
 # -- helpers --------------------------------------------------------------------------------------
 
 
+_RecipeParts = tuple[str, int, dict[str, int], dict[str, str], frozenset[str]]
+_RECIPES: dict[tuple[int, str, str], _RecipeParts] = {}
+"""What _recipe made of a batch's product, by (batch id, GTIN, product_json): packing reads it for every case."""
+_RECIPES_LIMIT = 64
+"""Recipes kept before the cache starts afresh: a line runs a handful of batches at once, at most."""
+
+
 def _recipe(conn: sqlite3.Connection, batch_id: int) -> _Recipe:
     batch = get_batch(conn, batch_id)
-    product = json.loads(conn.execute("SELECT product_json FROM batch WHERE id = ?", (batch_id,)).fetchone()[0])
+    product_json = conn.execute("SELECT product_json FROM batch WHERE id = ?", (batch_id,)).fetchone()[0]
+    # The parts depend on nothing but the product's text and the GTIN, which the key holds: a batch whose product
+    # were changed would be parsed again. The batch row (its state) is read afresh every time.
+    key = (batch_id, batch.gtin, product_json)
+    parts = _RECIPES.get(key)
+    if parts is None:
+        parts = _recipe_parts(batch, product_json)
+        if len(_RECIPES) >= _RECIPES_LIMIT:
+            _RECIPES.clear()
+        _RECIPES[key] = parts
+    company_prefix, extension_digit, capacity, child_level, mixed = parts
+    # Copies of the dicts, so that no caller can change what the next one is given.
+    return _Recipe(batch=batch, company_prefix=company_prefix, extension_digit=extension_digit,
+                   capacity=dict(capacity), child_level=dict(child_level), mixed=mixed)
+
+
+def _recipe_parts(batch: BatchRow, product_json: str) -> _RecipeParts:
+    """Return company prefix, extension digit, capacities, child levels and mixed levels of a batch's product."""
+    product = json.loads(product_json)
     capacity: dict[str, int] = {}
     child_level: dict[str, str] = {}
     mixed: set[str] = set()
@@ -794,14 +819,8 @@ def _recipe(conn: sqlite3.Connection, batch_id: int) -> _Recipe:
             mixed.add(level)
         below = level
     prefix_length = int(product["company_prefix_length"])
-    return _Recipe(
-        batch=batch,
-        company_prefix=batch.gtin[1 : 1 + prefix_length],
-        extension_digit=int(product.get("sscc_extension_digit", 0)),
-        capacity=capacity,
-        child_level=child_level,
-        mixed=frozenset(mixed),
-    )
+    return (batch.gtin[1 : 1 + prefix_length], int(product.get("sscc_extension_digit", 0)), capacity, child_level,
+            frozenset(mixed))
 
 
 def _check_batch_active(batch: BatchRow) -> None:

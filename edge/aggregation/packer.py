@@ -69,6 +69,8 @@ class SequentialPacker:
                     self._log.warning("batch not packed into cases", batch=batch.id, reason=str(err))
                     return
                 self._log.info("case opened", case=case.identifier, capacity=case.capacity)
+                # Kept at once: a pack the store then refuses is packed again into this case, not a second one.
+                self._case = case
             case = await self.aggregation.pack(case.id, serial_ids=[verdict.serial_id], station=self.station)
         except AggregationError as err:
             # The pack is on its way to the case packer either way: an operator must put it right (rework).

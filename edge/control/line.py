@@ -11,7 +11,8 @@
   Held (Suspended) with the reason, through Execute as PackML requires (not published; run output off again).
 - Aborting: run output and controller-ready off at once, then the batch paused.
 - Completing: run output off, the batch completed (`BatchService.complete`).
-- Resetting, Clearing: the acknowledged alarms are cleared.
+- Resetting, Clearing: the acknowledged alarms are cleared; Resetting also restarts the count of rejects in a
+  row (`Tracker.reset_rejects`).
 
 The run output is on only while the line is in Execute (and while Starting or Unholding switch it on): every
 state outside those switches it off on entry. Until the first command after the daemon starts, the line
@@ -580,6 +581,9 @@ class LineControl:
             return await self._completing(operator)
         elif state in (S.RESETTING, S.CLEARING):
             self._clear_acknowledged()
+            if state is S.RESETTING and self._inspection is not None:
+                # The operator has dealt with what made packs bad: a streak of rejects counts afresh.
+                self._inspection.tracker.reset_rejects()
         return None
 
     async def _starting(self, operator: str | None, ref: int | str | None) -> _Failure | None:

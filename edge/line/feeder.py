@@ -38,7 +38,7 @@ from drivers.printer.base import (
     PrintEvidence,
     PrintOutcome,
 )
-from edge.errors import BatchError, IllegalTransitionError, SerialError
+from edge.errors import BatchError, IllegalTransitionError, SerialError, StoreError
 from edge.line.events import LineHoldRequest, LineResumable
 from edge.line.records import BatchDocuments, PrintPlan, order_of, plan_for
 from edge.products.models import Product
@@ -202,12 +202,21 @@ class PrintFeeder:
             await self._wait()
 
     async def offline(self, reason: str) -> None:
-        """Settle what the lost link left: evidence already received, then every unconfirmed serial in doubt."""
-        await self._settle_pending()
-        while not self._evidence.empty():
-            await self._settle(self._take_all())
+        """Settle what the lost link left: evidence already received, then every unconfirmed serial in doubt.
+
+        When the store refuses the writes (a full disk), the serials stay sent: completing the batch puts every
+        serial still in flight in doubt, so none is lost and none is sent again.
+        """
         await self._hold(f"printer link lost: {reason}")
-        await self._mark_in_doubt(f"printer {self.device_id} link lost with the serial in its buffer: {reason}")
+        try:
+            await self._settle_pending()
+            while not self._evidence.empty():
+                await self._settle(self._take_all())
+            await self._mark_in_doubt(f"printer {self.device_id} link lost with the serial in its buffer: {reason}")
+        except StoreError as err:
+            self._outstanding.clear()
+            self._log.error("serials of the lost link not recorded; they stay sent until the batch completes",
+                            error=str(err))
 
     # -- inside ---------------------------------------------------------------------------------
 
@@ -307,7 +316,13 @@ class PrintFeeder:
             # Shielded: a move handed to the ledger is finished and accounted for even if the link drops now;
             # offline() waits for it before it decides what is in doubt.
             self._settling = asyncio.ensure_future(self._settle(batch))
-            await asyncio.shield(self._settling)
+            try:
+                await asyncio.shield(self._settling)
+            except StoreError as err:
+                # Evidence lost, nothing else: the serials stay sent, the camera's proof of a good pack moves
+                # them on, and completing the batch puts the rest in doubt. Stopping here would stop the printer.
+                self._log.error("printer evidence not recorded; its serials stay sent", records=len(batch),
+                                error=str(err))
             self._settling = None
 
     async def _settle_pending(self) -> None:

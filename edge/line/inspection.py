@@ -11,14 +11,19 @@ is kept for the HMI within a disk budget.
 Each outcome at the reject station closes the pack's record (`edge.line.tracking`); an alarm there (an
 unconfirmed reject, a pack passing without a good verdict, a missing verdict, too many rejects in a row, a
 tracking mismatch) asks the line to stop with a `LineStopRequest` (the PackML layer of step 8 acts on it).
+
+A write the store refuses (a full disk) stops the line too: the pack being judged gets no good verdict (the PLC
+rejects it), and what an outcome must write (packing, taking a serial back) waits, in line order, to be written
+again with the next event once the store takes writes again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -28,10 +33,10 @@ import structlog
 from drivers.base import DeviceEvent, EventSink, utc_now
 from drivers.camera.base import ImageSource
 from drivers.plc.base import LineIo, ProductAt, ProductsMissed, RejectOutcome, Station
-from edge.errors import BatchError, DeviceError, IllegalTransitionError
+from edge.errors import BatchError, DeviceError, IllegalTransitionError, StoreError
 from edge.line.events import LineStopRequest
 from edge.line.records import BatchDocuments, order_of, plan_for
-from edge.line.tracking import Alarm, AlarmKind, Tracker
+from edge.line.tracking import Alarm, AlarmKind, Settled, Tracked, Tracker
 from edge.line.verdict import Expectation, Read, RejectReason, SerialRow, Verdict, judge, serial_of
 from edge.metrics import VERDICT_LATENCY_BUCKETS_S, Histogram
 from edge.products.models import Product
@@ -172,6 +177,9 @@ class InspectionService:
         self._log = structlog.get_logger("lineside.inspection")
         self._idle = asyncio.Event()
         self._idle.set()
+        self._unwritten: deque[tuple[int, Callable[[], Awaitable[Any]]]] = deque()
+        """Writes of outcomes the tracker took that wait for the store, by pack, oldest first (`_write_outcomes`)."""
+        self._store_failing = False
 
     async def on_event(self, event: DeviceEvent) -> None:
         """Take the PLC's events: packs at the camera are queued for judging, outcomes are checked at once."""
@@ -185,9 +193,13 @@ class InspectionService:
                 self._log.error("inspection cannot keep up: pack left without a verdict", product=event.product)
         elif isinstance(event, RejectOutcome):
             await self._settle(event)
+            return  # its writes, and any waiting before them, were tried just now
         elif isinstance(event, ProductsMissed):
             detail = f"packs {event.first} to {event.last} passed the {event.station.value} unseen by the line"
             await self._raise((Alarm(AlarmKind.TRACKING_MISMATCH, event.first, detail),))
+        if self._unwritten:
+            # Writes the store refused are tried again with every event, so they go once it takes writes again.
+            await self._write_outcomes()
 
     async def run(self) -> None:
         """Judge queued packs, one at a time in camera order, until cancelled."""
@@ -200,6 +212,8 @@ class InspectionService:
             except (BatchError, DeviceError, IllegalTransitionError) as err:
                 # One pack's trouble must not stop inspection: without a good verdict the pack is rejected.
                 self._log.error("pack could not be judged; it is rejected", product=event.product, error=str(err))
+            except StoreError as err:
+                await self._unrecorded(event.product, err)
 
     async def idle(self) -> None:
         """Return once every queued pack was judged (tests, the demo)."""
@@ -207,13 +221,31 @@ class InspectionService:
 
     # -- judging --------------------------------------------------------------------------------
 
+    async def _unrecorded(self, product: int, err: StoreError) -> None:
+        """Reject the pack whose verdict the store refused (no good verdict reaches the PLC) and stop the line."""
+        verdict = Verdict(RejectReason.NO_VERDICT, f"the store refused its verdict: {err}")
+        if self.tracker.judged(product, verdict) is not None:
+            self._remember(product, verdict)
+        self._log.error("verdict not recorded; the pack is rejected", product=product, error=str(err))
+        await self._store_failed(product, f"the verdict of pack {product} could not be recorded: {err}")
+
+    async def _store_failed(self, product: int, detail: str) -> None:
+        """Stop the line once per spell of refused writes (each pack's would repeat the same request)."""
+        if not self._store_failing:
+            self._store_failing = True
+            await self._raise((Alarm(AlarmKind.STORE_WRITE_FAILED, product, detail),))
+
     async def _judge(self, product: int) -> None:
         verdict, image, taken = await self._verdict(product)
-        await self._act_on(product, verdict, image)
+        rejected = await self._act_on(product, verdict)
         if taken is not None:
             self.latency.observe(max(0.0, (self._clock() - taken).total_seconds()))
+        if rejected is not None and image is not None and self._images is not None:
+            # After the verdict's latency: the PLC rejects the pack whatever becomes of its picture.
+            await asyncio.to_thread(self._images.save, product, rejected.value, image)
 
-    async def _act_on(self, product: int, verdict: Verdict, image: npt.NDArray[np.uint8] | None) -> None:
+    async def _act_on(self, product: int, verdict: Verdict) -> RejectReason | None:
+        """Record the verdict and act on it (good: commissioned, then sent to the PLC); return why it was rejected."""
         self.counts.inspected += 1
         record = self.tracker.judged(product, verdict)
         self._remember(product, verdict)
@@ -224,7 +256,7 @@ class InspectionService:
             if verdict.serial_id is not None and verdict.state in PRINTED_OR_IN_DOUBT:
                 await self._move(verdict.serial_id, SerialState.REJECTED, "rejected before its verdict",
                                  expect=PRINTED_OR_IN_DOUBT)
-            return
+            return None
         if verdict.good and verdict.serial_id is not None:
             if verdict.state is SerialState.SENT:
                 # Seen on the pack before the printer's evidence came: the camera's proof stands for it.
@@ -243,7 +275,7 @@ class InspectionService:
                     await plc.good(product)
                     self.tracker.good_sent(product)
                 self.counts.good += 1
-                return
+                return None
         reason = verdict.reason or RejectReason.NO_READ
         self.counts.rejected[reason.value] += 1
         self._log.info("pack rejected", product=product, reason=reason.value, detail=verdict.detail,
@@ -251,8 +283,7 @@ class InspectionService:
         if verdict.serial_id is not None and reason in REJECTABLE_REASONS:
             await self._move(verdict.serial_id, SerialState.REJECTED, f"{reason.value}: {verdict.detail}",
                              expect=PRINTED_OR_IN_DOUBT)
-        if image is not None and self._images is not None:
-            await asyncio.to_thread(self._images.save, product, reason.value, image)
+        return reason
 
     async def _verdict(self, product: int) -> tuple[Verdict, npt.NDArray[np.uint8] | None, datetime | None]:
         """Judge the pack; return the verdict, its frame and when the frame was taken (None without one)."""
@@ -301,20 +332,62 @@ class InspectionService:
         settled = self.tracker.at_reject(outcome.product, rejected=outcome.rejected, confirmed=outcome.confirmed)
         if outcome.rejected and outcome.confirmed:
             self.counts.confirmed_rejects += 1
-        if settled.good_but_rejected and settled.record is not None and settled.record.verdict is not None:
+        if settled.good_but_rejected:
             self.counts.good_but_rejected += 1
-            serial_id = settled.record.verdict.serial_id
-            if serial_id is not None:
-                # Commissioned, then rejected by the station (its good verdict came too late): the pack is in the
-                # bin, so its serial leaves circulation.
-                await self._move(serial_id, SerialState.DESTROYED, "good pack rejected: its verdict came too late",
-                                 expect=frozenset({SerialState.COMMISSIONED}))
         await self._raise(settled.alarms)
+        self._unwritten.extend(self._outcome_writes(settled))
+        await self._write_outcomes()
+        self.counts.settled += 1  # last: the tracker's part is done, its writes are done or wait in line
+
+    async def _write_outcomes(self) -> None:
+        """Make each waiting write, oldest first; on a refused one keep it and the rest waiting, in line order."""
+        while self._unwritten:
+            product, write = self._unwritten[0]
+            try:
+                await write()
+            except StoreError as err:
+                self._log.error("outcome not recorded; it waits for the store", product=product,
+                                waiting=len(self._unwritten), error=str(err))
+                await self._store_failed(product, f"what pack {product} entails at the reject station could not "
+                                                  f"be recorded: {err}")
+                return
+            self._unwritten.popleft()
+        self._store_failing = False
+
+    def _outcome_writes(self, settled: Settled) -> list[tuple[int, Callable[[], Awaitable[Any]]]]:
+        """Return the writes an outcome entails, in order, each one whole (made again from the start if refused)."""
+        writes: list[tuple[int, Callable[[], Awaitable[Any]]]] = [
+            (record.product, functools.partial(self._unreported, record)) for record in settled.unseen]
         verdict = None if settled.record is None else settled.record.verdict
-        if self._passed is not None and not outcome.rejected and verdict is not None and verdict.good:
+        if settled.good_but_rejected and verdict is not None and verdict.serial_id is not None:
+            # Commissioned, then rejected by the station (its good verdict came too late): the pack is in the bin,
+            # so its serial leaves circulation.
+            writes.append((settled.product, functools.partial(
+                self._move, verdict.serial_id, SerialState.DESTROYED, "good pack rejected: its verdict came too late",
+                expect=frozenset({SerialState.COMMISSIONED}))))
+        if self._passed is not None and not settled.rejected and verdict is not None and verdict.good:
             # Only now is the pack past the last point it could leave the line: packing may count it.
-            await self._passed(outcome.product, verdict)
-        self.counts.settled += 1  # last: a pack counts as settled once everything it caused is done
+            writes.append((settled.product, functools.partial(self._passed, settled.product, verdict)))
+        return writes
+
+    async def _unreported(self, record: Tracked) -> None:
+        """Settle a pack that crossed the reject station unreported, as the PLC decided it from its verdict slot."""
+        verdict = record.verdict
+        if verdict is not None and verdict.good and record.good_sent:
+            # The PLC held its good verdict, and lets such a pack pass: it is on its way to the case packer,
+            # ahead of the pack just reported, so packing it now keeps the line order.
+            self._log.warning("pack crossed the reject station unreported; passed on its good verdict",
+                              product=record.product, serial=verdict.serial)
+            if self._passed is not None:
+                await self._passed(record.product, verdict)
+        elif verdict is not None and verdict.good:
+            # Commissioned, but the write of its verdict never completed: whether the PLC passed it is unknown.
+            self._log.error("pack crossed the reject station unreported; its good verdict may not have reached "
+                            "the PLC: find it before the case packer", product=record.product, serial=verdict.serial)
+        else:
+            self._log.warning("pack crossed the reject station unreported; rejected by default",
+                              product=record.product)
+
     async def _raise(self, alarms: tuple[Alarm, ...]) -> None:
         for alarm in alarms:
             self.counts.alarms[alarm.kind.value] += 1

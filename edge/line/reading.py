@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.gs1.element import build
 from edge.line.verdict import GS1_DATAMATRIX, Read
-from edge.vision.decode import Decoder, DecoderOptions
+from edge.vision.decode import Decoder, DecoderOptions, load_pylibdmtx
 from edge.vision.grade import grade
 
 if TYPE_CHECKING:
@@ -31,6 +31,10 @@ class Reading:
         self.options = DecoderOptions.model_validate(dict(options))
         self._decoder = Decoder(self.options)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lineside-reading")
+        if self.options.fallback:
+            # Loading libdmtx takes a fifth of a second: done now, on the worker frames queue behind, not by the
+            # first unreadable pack, whose verdict would come after it reached the reject station at full rate.
+            self._pool.submit(load_pylibdmtx)
 
     async def inspect(self, image: npt.NDArray[np.uint8]) -> list[Read]:
         """Return every code in the frame with its overall grade (decoded and graded off the event loop)."""

@@ -8,8 +8,10 @@ two and checks every outcome against the verdict (pure: no I/O; the inspection s
 - a reject must be confirmed by the sensor (otherwise the pack may have gone on: stop);
 - a pack must have its verdict before it reaches the station (a missing verdict was rejected, safely, but the
   vision is not keeping up: stop);
-- more rejects in a row than the limit stop the line (something upstream is wrong: the printer, the job);
-- a pack the station reports that never reached the camera, or numbers that skip, are a tracking mismatch.
+- more rejects in a row than the limit stop the line (something upstream is wrong: the printer, the job); an
+  operator's reset starts the count afresh with the next pack at the camera;
+- a pack the station reports that never reached the camera, or numbers that skip (at the camera or at the
+  station), are a tracking mismatch.
 
 Numbers, never counts: a late or lost message changes one pack's record, never the next pack's.
 """
@@ -35,6 +37,8 @@ class AlarmKind(StrEnum):
     NO_VERDICT_IN_TIME = "no-verdict-in-time"
     CONSECUTIVE_REJECTS = "consecutive-rejects"
     TRACKING_MISMATCH = "tracking-mismatch"
+    STORE_WRITE_FAILED = "store-write-failed"
+    """A verdict or an outcome could not be made durable (the disk is full): nothing may pass on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,8 @@ class Settled:
     alarms: tuple[Alarm, ...]
     good_but_rejected: bool
     """A pack judged good (its serial commissioned) went to the reject bin: its serial must be taken back."""
+    unseen: tuple[Tracked, ...] = ()
+    """Packs before this one that passed the camera but crossed the station unreported (the link was down)."""
 
 
 class Tracker:
@@ -81,6 +87,8 @@ class Tracker:
         self._records: OrderedDict[int, Tracked] = OrderedDict()
         self._last_camera: int | None = None
         self._last_outcome: int | None = None
+        self._counted_after: int | None = None
+        """Packs up to this one were past the camera at the last reset: their rejects are not in the streak."""
 
     def __len__(self) -> int:
         return len(self._records)
@@ -122,9 +130,18 @@ class Tracker:
         """Close the pack's record with what the reject station did; return it with the alarms it raises."""
         record = self._records.pop(product, None)
         alarms: list[Alarm] = []
-        if self._last_outcome is not None and product <= self._last_outcome:
+        last = self._last_outcome
+        if last is not None and product <= last:
             alarms.append(Alarm(AlarmKind.TRACKING_MISMATCH, product,
-                                f"pack {product} at the reject station after pack {self._last_outcome}"))
+                                f"pack {product} at the reject station after pack {last}"))
+        # The PLC reports outcomes in belt order: packs seen at the camera before this one and still unreported
+        # crossed the station while the line could not hear (a new PLC link starts from the PLC's counters).
+        unseen = tuple(self._records.pop(n) for n in [n for n in self._records if n < product])
+        if unseen:
+            first, end = unseen[0].product, unseen[-1].product
+            alarms.append(Alarm(AlarmKind.TRACKING_MISMATCH, first,
+                                f"{len(unseen)} pack(s) from {first} to {end} crossed the reject station "
+                                "unreported; the PLC decided them by their verdicts"))
         self._last_outcome = product if self._last_outcome is None else max(self._last_outcome, product)
         verdict = None if record is None else record.verdict
         good = verdict is not None and verdict.good
@@ -140,15 +157,21 @@ class Tracker:
         if rejected and not confirmed:
             alarms.append(Alarm(AlarmKind.REJECT_NOT_CONFIRMED, product,
                                 f"the reject of pack {product} was not confirmed: it may have gone on"))
-        if rejected:
+        if not rejected:
+            self.consecutive_rejects = 0
+        elif self._counted_after is None or product > self._counted_after:
             self.consecutive_rejects += 1
             if self.consecutive_rejects > self.limit:
                 alarms.append(Alarm(AlarmKind.CONSECUTIVE_REJECTS, product,
                                     f"{self.consecutive_rejects} rejects in a row (limit {self.limit})"))
-        else:
-            self.consecutive_rejects = 0
-        return Settled(product, record, rejected, confirmed, tuple(alarms), good_but_rejected=rejected and good)
+        return Settled(product, record, rejected, confirmed, tuple(alarms), good_but_rejected=rejected and good,
+                       unseen=unseen)
 
     def reset_rejects(self) -> None:
-        """Start counting rejects in a row afresh (after an operator reset)."""
+        """Start counting rejects in a row afresh (after an operator reset), from the next pack at the camera on.
+
+        Packs already past the camera were judged under what the operator has just dealt with (a stalled camera,
+        a printer that stopped): their rejects would stop the line again for the same cause, one pack at a time.
+        """
         self.consecutive_rejects = 0
+        self._counted_after = self._last_camera

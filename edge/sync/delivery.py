@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from edge.store import Store
 
 
-_LOG = structlog.get_logger("lineside.upstream")
-
 POLL_S = 2.0
 """How often an idle target looks for closed batches and new rows: a batch close also wakes it at once."""
 FAILED_RECHECK_S = 30.0
@@ -81,6 +79,8 @@ class Rendered:
     name: str
     problems: tuple[str, ...]
     """Refusals of the line's checks and schema problems; any of them fails the message."""
+    unchecked: str | None = None
+    """Why the document was not held against its official schema (not on this machine), or None."""
 
     @property
     def sha256(self) -> str:
@@ -180,22 +180,22 @@ def render(
     problems = [f"{r}" for r in refusals]
     if written != len(events):
         problems.append(f"the profile takes {written} events per document, the message has {len(events)}")
+    unchecked = None
     if schemas is not None and not problems:
         # lxml and jsonschema load only to send.
         from edge.epcis.validate import SchemaUnavailableError, validate_document  # noqa: PLC0415
 
         try:
             problems += [f"schema: {p}" for p in validate_document(document, schemas)]
-        except SchemaUnavailableError as err:
-            # Only other syntaxes' schemas are installed (the packaged 1.2 XSDs, say): the line's own checks stand,
-            # as when none is installed; refusing would hold every batch back until an operator re-sends it.
-            _LOG.warning("no official schema for this document: the line's own checks only", reason=str(err),
-                         batch=msg.batch_id, seq=msg.seq)
+        except SchemaUnavailableError as exc:
+            # Some schemas were found (the packaged 1.2 XSDs), not this document's: as with none at all, the
+            # line's own checks stand alone; failing the message would stop every delivery for a missing file.
+            unchecked = str(exc)
     batch = conn.execute("SELECT work_order, lot, gtin FROM batch WHERE id = ?", (msg.batch_id,)).fetchone()
     name = profile.document_file_name(seq=msg.seq, line=str(context.get("line", "")), work_order=str(batch[0]),
                                       batch=str(msg.batch_id), lot=str(batch[1]), gtin=str(batch[2]))
     ids = tuple(e.event_id for e in events if e.event_id is not None)
-    return Rendered(document, len(events), ids, name, tuple(problems)), checks
+    return Rendered(document, len(events), ids, name, tuple(problems), unchecked), checks
 
 
 def _no_ids(ctx: epcis_events.EventContext) -> epcis_events.EventContext:
@@ -232,6 +232,7 @@ class TargetDelivery:
         self._poll_s = poll_s
         self._wake = asyncio.Event()
         self._checks: _CheckState | None = None
+        self._told_unchecked = False
         self._last_stream_cut = 0.0
         self._backoff = Backoff(initial_s=target.retry_initial_s, max_s=target.retry_max_s)
         self._log = structlog.get_logger("lineside.upstream").bind(target=target.id)
@@ -334,6 +335,10 @@ class TargetDelivery:
         except EdgeError as exc:
             await self._end(msg, "refused", f"cannot render the message: {exc}")
             return None
+        if rendered.unchecked is not None and not self._told_unchecked:
+            self._told_unchecked = True
+            self._log.warning("official EPCIS schema not found: documents get the line's own checks only",
+                              reason=rendered.unchecked)
         if rendered.problems:
             shown = "; ".join(rendered.problems[:5])
             more = f" (and {len(rendered.problems) - 5} more)" if len(rendered.problems) > 5 else ""

@@ -123,11 +123,13 @@ def options(**given: Any) -> ModbusLineIo.Options:
 
 @contextlib.asynccontextmanager
 async def running(
-    sim: PlcSim, opts: ModbusLineIo.Options | None = None, **timeouts: float
+    sim: PlcSim, opts: ModbusLineIo.Options | None = None, *, after: ModbusLineIo | None = None, **timeouts: float
 ) -> AsyncIterator[Running]:
     events: list[DeviceEvent] = []
     gate = PollGate()
     driver = ModbusLineIo(make_context(sim.transport_spec(), events, gate.sleep, **timeouts), opts or options())
+    if after is not None:
+        driver.resume_after(after)
     try:
         assert await driver.connect() == DeviceInfo(model="Modbus TCP line PLC (Lineside register map)")
         task = asyncio.create_task(driver.run())
@@ -196,6 +198,22 @@ async def test_products_seen_before_connect_are_not_reported_again():
             await advance_and_poll(run, world, PITCH)
     assert run.at(Station.PRINTER) == [4]
     assert run.of(ProductsMissed) == []
+
+
+async def test_a_new_link_reports_what_the_lost_one_had_not_and_a_restarted_plc_starts_afresh():
+    world = LineWorld()
+    async with PlcSim(world=world) as sim:
+        async with running(sim) as lost:
+            await advance_and_poll(lost, world, 2 * PITCH)
+        world.advance(3 * PITCH)  # the belt runs on while no link polls
+        async with running(sim, after=lost.driver) as back:
+            await advance_and_poll(back, world, 0)
+    assert lost.at(Station.PRINTER) == [1, 2]
+    assert back.at(Station.PRINTER) == [3, 4, 5]
+    assert back.of(ProductsMissed) == []
+    async with PlcSim(world=LineWorld()) as restarted, running(restarted, after=back.driver) as fresh:
+        await advance_and_poll(fresh, restarted.world, PITCH)
+    assert fresh.at(Station.PRINTER) == [1]  # its counters went back: nothing to resume
 
 
 # --- verdicts ---

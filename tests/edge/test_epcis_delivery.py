@@ -357,7 +357,7 @@ async def test_a_document_whose_schema_is_not_installed_is_sent_on_the_lines_own
             status = await line.until(batch_id, "delivered", "refused")
     assert status["state"] == "delivered"
     assert len(list(drop.iterdir())) == 1
-    assert any(log["event"].startswith("no official schema for this document") and log["batch"] == batch_id
+    assert any(log["event"].startswith("official EPCIS schema not found") and "EPCIS JSON" in log["reason"]
                for log in logs)
 
 

@@ -113,3 +113,38 @@ def test_at_speed_every_pack_is_settled_once_and_good_only_with_a_good_verdict(p
 def test_the_limit_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Tracker(consecutive_reject_limit=0)
+
+
+def test_a_reset_counts_rejects_in_a_row_afresh_from_the_next_pack_at_the_camera() -> None:
+    tracker = Tracker(consecutive_reject_limit=2)
+    no_read = Verdict(RejectReason.NO_READ, "no frame")
+
+    def at_camera(*products: int) -> None:
+        for product in products:
+            tracker.at_camera(product, product * 10)
+            tracker.judged(product, no_read)
+
+    def rejected(product: int) -> list[AlarmKind]:
+        return [a.kind for a in tracker.at_reject(product, rejected=True, confirmed=True).alarms]
+
+    at_camera(1, 2, 3, 4, 5)
+    assert [rejected(1), rejected(2), rejected(3)] == [[], [], [AlarmKind.CONSECUTIVE_REJECTS]]
+    tracker.reset_rejects()
+    # Packs 4 and 5 were past the camera at the reset: judged under the fault the operator dealt with.
+    assert [rejected(4), rejected(5)] == [[], []]
+    at_camera(6, 7, 8)
+    assert [rejected(6), rejected(7), rejected(8)] == [[], [], [AlarmKind.CONSECUTIVE_REJECTS]]
+
+
+def test_packs_seen_at_the_camera_that_cross_the_station_unreported_are_handed_back_with_an_alarm() -> None:
+    tracker = Tracker(consecutive_reject_limit=3)
+    for product, verdict in ((1, GOOD), (2, BAD), (3, GOOD)):
+        tracker.at_camera(product, product * 100)
+        tracker.judged(product, verdict)
+    tracker.good_sent(1)
+    # The PLC link was down while packs 1 and 2 crossed the station: the first outcome heard is pack 3's.
+    settled = tracker.at_reject(3, rejected=False, confirmed=False)
+    assert [r.product for r in settled.unseen] == [1, 2]
+    assert settled.unseen[0].good_sent
+    assert kinds(settled) == [AlarmKind.TRACKING_MISMATCH]
+    assert len(tracker) == 0
