@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the whole command l
     demo.add_argument("--upstream", choices=["open-scs"],
                       help="open-scs: draw the batch's serials over OPEN-SCS (OPC 30260) from a simulated L3 pool "
                            "server in the same process, report their states back and return the unused ones")
+    demo.add_argument("--faults", metavar="SPEC",
+                      help="instead of one free-running batch, one batch per fault: comma-separated fault names, "
+                           "each optionally @PACK (the pack after which it strikes; default a third of the way), or "
+                           "'all'. Faults: printer-disconnect, printer-out-of-ink, camera-stall, plc-connection-loss, "
+                           "reject-not-confirmed, upstream-down, disk-full, garbage. The demo recovers as an "
+                           "operator does and checks every invariant after each batch")
     _log_options(demo)
     demo.set_defaults(handler=_cmd_demo)
 
@@ -200,6 +206,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import DemoRun, run_demo  # noqa: PLC0415 - keeps `lineside --help` fast
 
+    if args.faults is not None:
+        return _cmd_demo_faults(args)
     if args.ppm <= 0:
         print(f"lineside demo: --ppm must be positive, not {args.ppm:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -216,6 +224,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                 duration_s=args.duration, resume=args.resume, spare=max(0, args.spare),
                                 serial_upstream=args.upstream),
                     log_level=args.log_level, log_format=args.log_format)
+
+
+def _cmd_demo_faults(args: argparse.Namespace) -> int:
+    """Run a batch per fault of --faults, recovering as an operator does; exit 1 when an invariant broke."""
+    from edge.line.fault_demo import FaultSpecError, parse_faults, run_fault_demo  # noqa: PLC0415 - keeps --help fast
+    from edge.log import configure  # noqa: PLC0415 - keeps `lineside --help` fast
+
+    if args.resume or args.upstream is not None or args.config is not None:
+        print("lineside demo: --faults runs its own batches on the demo line; it does not go with --resume, "
+              "--upstream or -c", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        faults = parse_faults(args.faults, units=args.units)
+    except FaultSpecError as err:
+        print(f"lineside demo: --faults: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # The faults' own alarms and warnings are what the demo shows, in its table; the log would repeat them.
+    configure(level=args.log_level or "critical", fmt=args.log_format or "console")
+    return run_fault_demo(faults, units=args.units, defect_every=max(0, args.defect_every),
+                          state_dir=args.state_dir)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
