@@ -341,13 +341,11 @@ class _Renderer:
         at = row[4]
         if fast is None or serial is None or at.__class__ is not str:
             return None
-        second = fast.second(str(at))
-        if second is None:
-            return None
         ext = (self.extensions(device=_opt(row[6]), reason=_opt(row[7]), operator=_opt(row[8]))
                if self._ctx.extensions else ())
-        return fast.render(str(at), second, COMMISSIONING, source=f"transition {row[1]}", extensions=ext,
-                           epc_list=(self.sgtin(serial),), ilmd=self._ilmd)
+        epc = (self._facts.sgtin_prefix + serial if _URI_RESERVED.isdisjoint(serial) else self.sgtin(serial))
+        return fast.single(str(at), COMMISSIONING, source=f"transition {row[1]}", extensions=ext, epc=epc,
+                           ilmd=self._ilmd)
 
     def transition(
         self, row: Sequence[object], serials: dict[int, str], steps: list[list[int]] | None = None
