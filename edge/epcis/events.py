@@ -496,6 +496,18 @@ def _json_values(texts: Sequence[str]) -> list[Any]:
     return values
 
 
+def _one_step(text: object) -> int | None:
+    """Return the serial id of a serials column naming one serial as the outbox writes it, [[12,3]]; else None."""
+    if text.__class__ is not str or not text.startswith("[[") or not text.endswith("]]"):
+        return None
+    serial_id, _, state = text[2:-2].partition(",")
+    # Only what json.loads reads as the same two integers: ASCII digits without a leading zero, a one-digit state.
+    if (serial_id.isdigit() and serial_id.isascii() and serial_id[0] != "0" and len(state) == 1 and state.isdigit()
+            and state.isascii()):
+        return int(serial_id)
+    return None
+
+
 def _check_digit(digits: str) -> int:
     """Return gs1_check_digit(digits) for ASCII digits, summing their bytes (each 48 more than its value)."""
     data = digits.encode()
@@ -640,24 +652,32 @@ class BatchEvents:
                 found = _aggregation_rows(conn, agg_ids)
                 who = () if extensions else _NO_WHO
                 rows = [row if row[2] is None else row + who + found.get(row[2], _NO_AGGREGATION) for row in rows]
-            # Each row's JSON lists are parsed once: for the page's serial values and containers, then its events.
+            # Most rows commission one serial: its id is read from the text as the outbox writes it, without
+            # parsing it as JSON. The other rows' JSON lists are parsed once, for the page's serial values and
+            # containers, then for their events.
+            ones = [_one_step(row[3]) if row[5] == _COMMISSIONED else None for row in rows]
+            others = [row for row, one in zip(rows, ones, strict=True) if one is None]
             parsed: list[list[Any]] = _json_values([
-                row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in rows])
+                row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in others])
             boxes: list[list[int] | None] = [None if row[2] is None or row[16] is None else json.loads(row[16])
                                              for row in rows]
-            wanted = [step[0] for row, ids in zip(rows, parsed, strict=True) if row[3] is not None for step in ids]
-            wanted += [i for row, ids in zip(rows, parsed, strict=True) if row[3] is None for i in ids]
+            wanted = [one for one in ones if one is not None]
+            wanted += [step[0] for row, ids in zip(others, parsed, strict=True) if row[3] is not None for step in ids]
+            wanted += [i for row, ids in zip(others, parsed, strict=True) if row[3] is None for i in ids]
             serials = _serial_values(conn, wanted)
             renderer.prefetch_containers([c for listed in boxes if listed for c in listed])
-            for row, ids, listed in zip(rows, parsed, boxes, strict=True):
+            listed_ids = iter(parsed)
+            for row, one, listed in zip(rows, ones, boxes, strict=True):
+                if one is not None:
+                    # The fast path, while a document takes it, writes the event without the general path's steps.
+                    item = None if renderer.fast is None else renderer.commissioned(row, one, serials)
+                    if item is not None:
+                        yield item
+                    else:
+                        yield from renderer.transition(row, serials)
+                    continue
+                ids = next(listed_ids)
                 if row[1] is not None:
-                    # Most rows commission one serial: the fast path, while a document takes it, writes their event
-                    # without the general path's steps.
-                    if row[5] == _COMMISSIONED and len(ids) == 1 and renderer.fast is not None:
-                        item = renderer.commissioned(row, ids[0][0], serials)
-                        if item is not None:
-                            yield item
-                            continue
                     yield from renderer.transition(row, serials, ids)
                 else:
                     yield from renderer.aggregation(row, serials, ids, listed)
