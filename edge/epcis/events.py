@@ -659,8 +659,9 @@ class BatchEvents:
             others = [row for row, one in zip(rows, ones, strict=True) if one is None]
             parsed: list[list[Any]] = _json_values([
                 row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in others])
-            boxes: list[list[int] | None] = [None if row[2] is None or row[16] is None else json.loads(row[16])
-                                             for row in rows]
+            box_texts = [None if row[2] is None else row[16] for row in rows]
+            box_values = iter(_json_values([text for text in box_texts if text is not None]))
+            boxes: list[list[int] | None] = [None if text is None else next(box_values) for text in box_texts]
             wanted = [one for one in ones if one is not None]
             wanted += [step[0] for row, ids in zip(others, parsed, strict=True) if row[3] is not None for step in ids]
             wanted += [i for row, ids in zip(others, parsed, strict=True) if row[3] is None for i in ids]
