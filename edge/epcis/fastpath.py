@@ -193,16 +193,17 @@ class FastEvents:
                 or last[3] != extensions or not epc.startswith(last[4].head) or not serial.isalnum()
                 or not serial.isascii() or len(serial) > 20):
             return self.render(at, second, kind, source=source, extensions=extensions, epc_list=(epc,), ilmd=ilmd)
-        # What render() does with the same pieces, without its lookups. The pieces encode: the general path
-        # hashed the same text when they were checked, and the serial is ASCII.
+        # What render() does with the same pieces, without its lookups; f-strings join them in one copy, where +
+        # copies at each step. The pieces encode: the general path hashed the same text when they were checked, and
+        # the serial is ASCII.
         single = last[4]
         event_id = ""
         pre = single.prehash
         if pre is not None:
-            event_id = ("ni:///sha-256;" + _sha256((pre[0] + second.utc + millis + pre[1] + serial + pre[2]).encode())
-                        .hexdigest() + "?ver=CBV2.0")
+            digest = _sha256(f"{pre[0]}{second.utc}{millis}{pre[1]}{serial}{pre[2]}".encode()).hexdigest()
+            event_id = f"ni:///sha-256;{digest}?ver=CBV2.0"
         text = single.text
-        return _new(RenderedEvent, (text[0] + second.local + millis + text[1] + event_id + text[2] + serial + text[3],
+        return _new(RenderedEvent, (f"{text[0]}{second.local}{millis}{text[1]}{event_id}{text[2]}{serial}{text[3]}",
                                     event_id or None, source, self._rendering))
 
     def render(self, at: str, second: Second, kind: Kind, *, source: str, extensions: tuple[tuple[str, str], ...],
