@@ -24,6 +24,7 @@ order), written in the line's time zone.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
@@ -479,6 +480,8 @@ def _serial_values(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, st
 
 
 _SERIAL_SPAN_SLACK = 64
+_ONE_STEP: Callable[[str], re.Match[str] | None] = re.compile(r"\[\[([1-9][0-9]*),[0-9]\]\]").fullmatch
+"""A serials column naming one serial as the outbox writes it, [[12,3]]: what json.loads reads as [[12, 3]]."""
 _scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
 """json.loads' own scanner (the C one), without the Python calls around it."""
 
@@ -494,18 +497,6 @@ def _json_values(texts: Sequence[str]) -> list[Any]:
     if any(end != len(text) for (_, end), text in zip(scanned, texts, strict=True)):
         return [json.loads(text) for text in texts]  # white space around a value: json.loads takes it
     return values
-
-
-def _one_step(text: object) -> int | None:
-    """Return the serial id of a serials column naming one serial as the outbox writes it, [[12,3]]; else None."""
-    if text.__class__ is not str or not text.startswith("[[") or not text.endswith("]]"):
-        return None
-    serial_id, _, state = text[2:-2].partition(",")
-    # Only what json.loads reads as the same two integers: ASCII digits without a leading zero, a one-digit state.
-    if (serial_id.isdigit() and serial_id.isascii() and serial_id[0] != "0" and len(state) == 1 and state.isdigit()
-            and state.isascii()):
-        return int(serial_id)
-    return None
 
 
 def _check_digit(digits: str) -> int:
@@ -655,7 +646,8 @@ class BatchEvents:
             # Most rows commission one serial: its id is read from the text as the outbox writes it, without
             # parsing it as JSON. The other rows' JSON lists are parsed once, for the page's serial values and
             # containers, then for their events.
-            ones = [_one_step(row[3]) if row[5] == _COMMISSIONED else None for row in rows]
+            ones = [int(step[1]) if row[5] == _COMMISSIONED and row[3].__class__ is str
+                    and (step := _ONE_STEP(row[3])) else None for row in rows]
             others = [row for row, one in zip(rows, ones, strict=True) if one is None]
             parsed: list[list[Any]] = _json_values([
                 row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in others])
