@@ -24,6 +24,7 @@ order), written in the line's time zone.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
@@ -341,13 +342,11 @@ class _Renderer:
         at = row[4]
         if fast is None or serial is None or at.__class__ is not str:
             return None
-        second = fast.second(str(at))
-        if second is None:
-            return None
         ext = (self.extensions(device=_opt(row[6]), reason=_opt(row[7]), operator=_opt(row[8]))
                if self._ctx.extensions else ())
-        return fast.render(str(at), second, COMMISSIONING, source=f"transition {row[1]}", extensions=ext,
-                           epc_list=(self.sgtin(serial),), ilmd=self._ilmd)
+        epc = (self._facts.sgtin_prefix + serial if _URI_RESERVED.isdisjoint(serial) else self.sgtin(serial))
+        return fast.single(str(at), COMMISSIONING, source=f"transition {row[1]}", extensions=ext, epc=epc,
+                           ilmd=self._ilmd)
 
     def transition(
         self, row: Sequence[object], serials: dict[int, str], steps: list[list[int]] | None = None
@@ -481,6 +480,8 @@ def _serial_values(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, st
 
 
 _SERIAL_SPAN_SLACK = 64
+_ONE_STEP: Callable[[str], re.Match[str] | None] = re.compile(r"\[\[([1-9][0-9]*),[0-9]\]\]").fullmatch
+"""A serials column naming one serial as the outbox writes it, [[12,3]]: what json.loads reads as [[12, 3]]."""
 _scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
 """json.loads' own scanner (the C one), without the Python calls around it."""
 
@@ -642,24 +643,34 @@ class BatchEvents:
                 found = _aggregation_rows(conn, agg_ids)
                 who = () if extensions else _NO_WHO
                 rows = [row if row[2] is None else row + who + found.get(row[2], _NO_AGGREGATION) for row in rows]
-            # Each row's JSON lists are parsed once: for the page's serial values and containers, then its events.
+            # Most rows commission one serial: its id is read from the text as the outbox writes it, without
+            # parsing it as JSON. The other rows' JSON lists are parsed once, for the page's serial values and
+            # containers, then for their events.
+            ones = [int(step[1]) if row[5] == _COMMISSIONED and row[3].__class__ is str
+                    and (step := _ONE_STEP(row[3])) else None for row in rows]
+            others = [row for row, one in zip(rows, ones, strict=True) if one is None]
             parsed: list[list[Any]] = _json_values([
-                row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in rows])
-            boxes: list[list[int] | None] = [None if row[2] is None or row[16] is None else json.loads(row[16])
-                                             for row in rows]
-            wanted = [step[0] for row, ids in zip(rows, parsed, strict=True) if row[3] is not None for step in ids]
-            wanted += [i for row, ids in zip(rows, parsed, strict=True) if row[3] is None for i in ids]
+                row[3] if row[3] is not None else (None if row[2] is None else row[15]) or "[]" for row in others])
+            box_texts = [None if row[2] is None else row[16] for row in rows]
+            box_values = iter(_json_values([text for text in box_texts if text is not None]))
+            boxes: list[list[int] | None] = [None if text is None else next(box_values) for text in box_texts]
+            wanted = [one for one in ones if one is not None]
+            wanted += [step[0] for row, ids in zip(others, parsed, strict=True) if row[3] is not None for step in ids]
+            wanted += [i for row, ids in zip(others, parsed, strict=True) if row[3] is None for i in ids]
             serials = _serial_values(conn, wanted)
             renderer.prefetch_containers([c for listed in boxes if listed for c in listed])
-            for row, ids, listed in zip(rows, parsed, boxes, strict=True):
+            listed_ids = iter(parsed)
+            for row, one, listed in zip(rows, ones, boxes, strict=True):
+                if one is not None:
+                    # The fast path, while a document takes it, writes the event without the general path's steps.
+                    item = None if renderer.fast is None else renderer.commissioned(row, one, serials)
+                    if item is not None:
+                        yield item
+                    else:
+                        yield from renderer.transition(row, serials)
+                    continue
+                ids = next(listed_ids)
                 if row[1] is not None:
-                    # Most rows commission one serial: the fast path, while a document takes it, writes their event
-                    # without the general path's steps.
-                    if row[5] == _COMMISSIONED and len(ids) == 1 and renderer.fast is not None:
-                        item = renderer.commissioned(row, ids[0][0], serials)
-                        if item is not None:
-                            yield item
-                            continue
                     yield from renderer.transition(row, serials, ids)
                 else:
                     yield from renderer.aggregation(row, serials, ids, listed)

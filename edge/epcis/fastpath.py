@@ -23,6 +23,7 @@ the document path can hash or the writer cannot write, or a repeating field is o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from edge.epcis.hashing import PrehashTemplate, event_hash, hash_prehash, hash_time
@@ -53,6 +54,7 @@ _TIME = "\x01time\x01"
 _ID = "ni:///sha-256;" + "q" * 64 + "?ver=CBV2.0"
 _SERIALS = ("QZ7KX2WQ9R", "R4XWZQ8KJ3")
 _new = tuple.__new__  # builds a RenderedEvent without the Python-level __new__ of a NamedTuple
+_sha256 = hashlib.sha256
 
 
 class EventWriter(Protocol):
@@ -136,6 +138,8 @@ class FastEvents:
         self._templates: dict[tuple[object, ...], _Template | None] = {}
         # The template of the last event, found again by identity: consecutive events mostly share it.
         self._last: tuple[Kind, Ilmd | None, str, tuple[tuple[str, str], ...], _Template] | None = None
+        # The pieces of the last one-SGTIN event, kept apart from _last: packing events come between commissionings.
+        self._last_single: tuple[Kind, Ilmd | None, str, tuple[tuple[str, str], ...], _Single] | None = None
 
     @classmethod
     def make(cls, builder: EventBuilder, writer: EventWriter) -> FastEvents | None:
@@ -174,6 +178,34 @@ class FastEvents:
             return None
         return Second(local[: -len(suffix)], offset, utc[: -len(".000Z")])
 
+    def single(self, at: str, kind: Kind, *, source: str, extensions: tuple[tuple[str, str], ...], epc: str,
+               ilmd: Ilmd | None) -> RenderedEvent | None:
+        """Return render()'s event of epc alone (epc_list=(epc,)) at the row's store time at; None as render()."""
+        millis = at[19:23]
+        if len(at) != _STORE_TIME_LENGTH or at[26] != "Z" or millis not in _MILLIS:
+            return None
+        second = self._seconds.get(at[:19]) or self.second(at)
+        if second is None:
+            return None
+        last = self._last_single
+        serial = epc[_SERIAL_AT:]
+        if (last is None or last[0] is not kind or last[1] is not ilmd or last[2] != second.offset
+                or last[3] != extensions or not epc.startswith(last[4].head) or not serial.isalnum()
+                or not serial.isascii() or len(serial) > 20):
+            return self.render(at, second, kind, source=source, extensions=extensions, epc_list=(epc,), ilmd=ilmd)
+        # What render() does with the same pieces, without its lookups; f-strings join them in one copy, where +
+        # copies at each step. The pieces encode: the general path hashed the same text when they were checked, and
+        # the serial is ASCII.
+        single = last[4]
+        event_id = ""
+        pre = single.prehash
+        if pre is not None:
+            digest = _sha256(f"{pre[0]}{second.utc}{millis}{pre[1]}{serial}{pre[2]}".encode()).hexdigest()
+            event_id = f"ni:///sha-256;{digest}?ver=CBV2.0"
+        text = single.text
+        return _new(RenderedEvent, (f"{text[0]}{second.local}{millis}{text[1]}{event_id}{text[2]}{serial}{text[3]}",
+                                    event_id or None, source, self._rendering))
+
     def render(self, at: str, second: Second, kind: Kind, *, source: str, extensions: tuple[tuple[str, str], ...],
                epc_list: tuple[str, ...] = (), parent_id: str | None = None, child_epcs: tuple[str, ...] = (),
                ilmd: Ilmd | None = None) -> RenderedEvent | None:
@@ -207,6 +239,7 @@ class FastEvents:
                     pre = single.prehash
                     event_id = hash_prehash(pre[0] + second.utc + millis + pre[1] + serial + pre[2])
                 text = single.text
+                self._last_single = (kind, ilmd, offset, extensions, single)
                 return _new(RenderedEvent, (text[0] + second.local + millis + text[1] + event_id + text[2] + serial
                                             + text[3], event_id or None, source, self._rendering))
         return self._write(template, at, second, kind.type, source=source, epc_list=epc_list, parent_id=parent_id,
@@ -324,7 +357,7 @@ class FastEvents:
         if serial.isalnum() and serial.isascii() and len(serial) <= 20:
             mine = self.render(at, second, kind, source=source, extensions=extensions, epc_list=(epc,), ilmd=ilmd)
             if expected is None or mine is None or mine.text != expected[1] or mine.event_id != expected[2]:
-                template.single = None
+                template.single = self._last_single = None
                 return None
         return single
 

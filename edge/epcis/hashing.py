@@ -760,28 +760,57 @@ def _identifiers(parent_id: str | None, epc_list: tuple[str, ...], child_epcs: t
             return None
         if text:
             out = "parentID=" + text
-    heads = _SGTIN_HEADS
     for name, values in (("epcList", epc_list), ("childEPCs", child_epcs)):
-        if not values:
-            continue
-        texts = []
-        for value in values:
-            if plain and value[31:32] == ".":
-                base = heads.get(value[:31])
-                if base is not None:
-                    serial = value[32:]
-                    if serial.isalnum() and serial.isascii() and len(serial) <= 20:
-                        texts.append(base + serial)
-                        continue
-            text = _identifier(value, replacements)
-            if text is None:
+        if values:
+            part = (_plain_sgtins(name, values) if plain else None) or _listed(name, values, replacements, plain=plain)
+            if part is None:
                 return None
-            if text:
-                texts.append(text)
-        if texts:
-            texts.sort()
-            out += name + "".join(["epc=" + text for text in texts])
+            out += part
     return out
+
+
+def _listed(name: str, values: tuple[str, ...], replacements: dict[str, str], *, plain: bool) -> str | None:
+    """Return the part of the pre-hash string of one non-empty identifier list (as _identifiers); None: slow path."""
+    heads = _SGTIN_HEADS
+    texts = []
+    for value in values:
+        if plain and value[31:32] == ".":
+            base = heads.get(value[:31])
+            if base is not None:
+                serial = value[32:]
+                if serial.isalnum() and serial.isascii() and len(serial) <= 20:
+                    texts.append(base + serial)
+                    continue
+        text = _identifier(value, replacements)
+        if text is None:
+            return None
+        if text:
+            texts.append(text)
+    if not texts:
+        return ""
+    texts.sort()
+    return name + "".join(["epc=" + text for text in texts])
+
+
+def _plain_sgtins(name: str, values: tuple[str, ...]) -> str | None:
+    """Return the list's part of the pre-hash string when all are plain SGTINs of one known GTIN; else None.
+
+    What _identifiers writes for them (a case's units, one GTIN): their serials copied, sorted, after the GTIN's
+    base; sorting the serials sorts the texts, which share that base.
+    """
+    head = values[0][:32]
+    base = _SGTIN_HEADS.get(head[:31]) if head[31:32] == "." else None
+    if base is None or len({value[:32] for value in values}) != 1:
+        return None
+    serials = [value[32:] for value in values]
+    lengths = list(map(len, serials))
+    joined = "".join(serials)
+    # Alphanumeric and ASCII hold for a whole string when they hold for each (non-empty) part.
+    if min(lengths) < 1 or max(lengths) > 20 or not joined.isalnum() or not joined.isascii():
+        return None
+    serials.sort()
+    each = "epc=" + base
+    return name + each + each.join(serials)
 
 
 def _identifier(value: str, replacements: dict[str, str]) -> str | None:
