@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from drivers.base import Driver
+    from edge.aggregation.ops import ContainerRow
     from edge.config import DeviceConfig, LineConfig
     from edge.config.models import InspectionConfig
     from edge.opcua.server import OpcUaServer
@@ -293,10 +294,18 @@ class Daemon:
         for delivery in self.deliveries:
             delivery.wake()
 
+    async def _wake_plant(self, _closed: ContainerRow) -> None:
+        """Wake every plant target: a pallet closed and its shipping manifest is queued."""
+        for delivery in self.plant:
+            delivery.wake()
+
     async def _deliveries(self, store: Store, catalog: Catalog, batches: BatchService) -> list[TargetDelivery]:
         """Build the upstream deliveries (profiles, secrets and schemas are read off the loop), and the plant ones."""
         cfg = self.config
         self.plant = await plant_deliveries(cfg, store, batches.closed_listeners, sleep=self._sleep)
+        agg = self.aggregation
+        if self.plant and agg is not None and agg.pallet_labels is not None:
+            agg.pallet_labels.on_closed.append(self._wake_plant)
         if not cfg.upstream.targets:
             return []
         batches.closed_listeners.append(self._wake_deliveries)
