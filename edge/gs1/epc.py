@@ -97,7 +97,12 @@ def _gtin(cp: str, indicator_item: str) -> str:
 
 def _sgln(cp: str, f: list[str]) -> tuple[Element, ...]:
     gln = _with_check(cp + f[0])
-    return (("414", gln),) if f[1] in {"0", "*"} else (("414", gln), ("254", f[1]))
+    # "0" is no extension; a "*" here is an extension of that one character (AI 254 is CSET 82).
+    return (("414", gln),) if f[1] == "0" else (("414", gln), ("254", f[1]))
+
+
+def _sgln_pattern(cp: str, f: list[str]) -> tuple[Element, ...]:
+    return (("414", _with_check(cp + f[0])),)  # the extension is the wildcard
 
 
 _SCHEMES: dict[tuple[str, str], _Scheme] = {
@@ -122,7 +127,7 @@ _SCHEMES: dict[tuple[str, str], _Scheme] = {
     ("class", "lgtin"): _Scheme((("num", 13), ("x82", 20)), lambda cp, f: (("01", _gtin(cp, f[0])), ("10", f[1]))),
     ("idpat", "sgtin"): _Scheme((("num", 13), ("*", 0)), lambda cp, f: (("01", _gtin(cp, f[0])),)),
     ("idpat", "upui"): _Scheme((("num", 13), ("*", 0)), lambda cp, f: (("01", _gtin(cp, f[0])),)),
-    ("idpat", "sgln"): _Scheme((("num", 12), ("*", 0)), _sgln),
+    ("idpat", "sgln"): _Scheme((("num", 12), ("*", 0)), _sgln_pattern),
     ("idpat", "grai"): _Scheme((("num", 12), ("*", 0)), lambda cp, f: (("8003", "0" + _with_check(cp + f[0])),)),
     ("idpat", "gdti"): _Scheme((("num", 12), ("*", 0)), lambda cp, f: (("253", _with_check(cp + f[0])),)),
     ("idpat", "sgcn"): _Scheme((("num", 12), ("*", 0)), lambda cp, f: (("255", _with_check(cp + f[0])),)),

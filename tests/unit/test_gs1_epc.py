@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edge.gs1.digital_link import (
@@ -175,6 +175,7 @@ def test_sscc_uri_round_trip(body, prefix_length):
     extension=st.none() | _SERIALS.filter(lambda s: s != "0"),
     prefix_length=st.integers(6, 12),
 )
+@example(body="000000000000", extension="*", prefix_length=6)  # an extension, not the pattern wildcard
 def test_sgln_round_trip(body, extension, prefix_length):
     gln = body + str(gs1_check_digit(body))
     uri = sgln_uri(gln, extension, prefix_length)
