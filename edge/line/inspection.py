@@ -259,12 +259,13 @@ class InspectionService:
             return None
         if verdict.good and verdict.serial_id is not None:
             if verdict.state is SerialState.SENT:
-                # Seen on the pack before the printer's evidence came: the camera's proof stands for it.
+                # Seen on the pack before the printer's evidence came: the camera's proof stands for it (urgent: the
+                # commissioning, and the PLC, wait behind it).
                 await self._move(verdict.serial_id, SerialState.PRINTED, "seen printed by the camera",
-                                 expect=frozenset({SerialState.SENT}))
-            # Durable before the PLC may let the pack pass (invariant 4).
+                                 expect=frozenset({SerialState.SENT}), urgent=True)
+            # Durable before the PLC may let the pack pass (invariant 4); urgent, as the PLC waits for it.
             if not await self._move(verdict.serial_id, SerialState.COMMISSIONED, "verified good by the camera",
-                                    expect=PRINTED_OR_IN_DOUBT):
+                                    expect=PRINTED_OR_IN_DOUBT, urgent=True):
                 verdict = Verdict(RejectReason.DUPLICATE, f"serial {verdict.serial} moved on meanwhile",
                                   serial=verdict.serial, grade=verdict.grade)
                 self.tracker.judged(product, verdict)
@@ -396,9 +397,11 @@ class InspectionService:
             await self._notify(LineStopRequest(device_id=self._camera_id, at=self._clock(), alarm=alarm.kind.value,
                                                reason=alarm.detail))
 
-    async def _move(self, serial_id: int, to: SerialState, reason: str, *, expect: frozenset[SerialState]) -> bool:
+    async def _move(self, serial_id: int, to: SerialState, reason: str, *, expect: frozenset[SerialState],
+                    urgent: bool = False) -> bool:
         try:
-            await self._ledger.move([serial_id], to, reason=reason, device=self._camera_id, expect=expect)
+            await self._ledger.move([serial_id], to, reason=reason, device=self._camera_id, expect=expect,
+                                    urgent=urgent)
         except IllegalTransitionError as err:
             self._log.warning("serial not moved", serial_id=serial_id, to=to.label, error=str(err))
             return False

@@ -43,6 +43,7 @@ MAX_QUEUED_MOVES = 100_000
 class _Queued:
     move: Move
     future: asyncio.Future[int]
+    urgent: bool = False
 
 
 class SerialLedger:
@@ -74,11 +75,13 @@ class SerialLedger:
         operator: str | None = None,
         batch_id: int | None = None,
         expect: frozenset[SerialState] | None = None,
+        urgent: bool = False,
     ) -> int:
         """Move the serials with these row ids to state to, all or none; return how many moved.
 
         Raises IllegalTransitionError (naming the serials that cannot move) without moving any. A caller
-        cancelled after queueing its move may still see it applied.
+        cancelled after queueing its move may still see it applied. urgent: the caller acts on the commit at
+        once (a good verdict the PLC waits for), so its round skips the store's group window (`Store.submit`).
         """
         if not ids:
             return 0
@@ -90,12 +93,12 @@ class SerialLedger:
         move = Move(tuple(ids), to, reason, device, operator, batch_id, expect)
         if not self._running:
             # No round runner (offline tools, tests): apply it as a change of its own.
-            outcome = (await self.store.write(partial(_apply, [move], self._now())))[0]
+            outcome = (await self.store.write(partial(_apply, [move], self._now()), urgent=urgent))[0]
             if isinstance(outcome, Exception):
                 raise outcome
             return outcome
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(move, future))
+        self._queue.append(_Queued(move, future, urgent))
         self._wakeup.set()
         return await future
 
@@ -139,7 +142,8 @@ class SerialLedger:
             serials += len(queued.move.ids)
         self._space.set()
         try:
-            done = self.store.submit(partial(_apply, [queued.move for queued in taken], self._now()))
+            done = self.store.submit(partial(_apply, [queued.move for queued in taken], self._now()),
+                                     urgent=any(queued.urgent for queued in taken))
         except StoreError as err:  # the store is closing: these moves were never written
             _deliver(taken, err)
             return

@@ -123,6 +123,8 @@ class Store:
             deque()
         )
         self._wakeup: asyncio.Future[None] | None = None
+        self._window_cut: asyncio.Future[None] | None = None
+        self._urgent = False  # a queued write's caller waits on it before acting (`submit`): no window
         self._batch_started: float | None = None
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._stopped = asyncio.Event()
@@ -210,12 +212,12 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
         """Run fn(conn) in the writer's transaction; return its result once that is durably committed.
 
         fn runs in the writer thread under its own savepoint, so it must not run BEGIN, COMMIT or
         ROLLBACK; its errors reach only this caller (see the module docstring). Waits while
-        max_pending writes are queued.
+        max_pending writes are queued. urgent: see submit().
         """
         if self._closing or self._writer_pool is None:
             raise self._refusal()
@@ -223,17 +225,24 @@ class Store:
             await self._wait_for_space()
             if self._closing:
                 raise self._refusal()
-        return await self.submit(fn)
+        return await self.submit(fn, urgent=urgent)
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> asyncio.Future[T]:
         """Queue fn as write() does, without waiting for space; return the future of its outcome.
 
         For callers that keep a few changes in flight and bound their own queue (the serial ledger).
+        urgent: the caller waits on this commit before acting (a good verdict for the PLC), so it is
+        committed without the group window (writes already queued share its commit all the same).
         """
         if self._closing or self._writer_pool is None:
             raise self._refusal()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((fn, future))
+        if urgent:
+            self._urgent = True
+            cut = self._window_cut
+            if cut is not None and not cut.done():
+                cut.set_result(None)
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
@@ -440,17 +449,26 @@ class Store:
                 # for the next one: waiting would only add latency (and cut throughput with 256
                 # callers in flight to a third, measured).
                 quiet = loop.time() - idle_since >= self._window
-                if self._window > 0 and quiet and self.pending < MAX_BATCH_CHANGES:
-                    await asyncio.sleep(self._window)
+                if self._window > 0 and quiet and self.pending < MAX_BATCH_CHANGES and not self._urgent:
+                    await self._sleep_window(loop)
                 continue
             queue = self._queue
             popleft = queue.popleft
+            self._urgent = False  # the urgent write is in this batch, or in a batch behind it already
             taken = (popleft() for _ in range(min(len(queue), MAX_BATCH_CHANGES)))
             # A write whose caller stopped waiting before it was taken is dropped, not written.
             batch = [item for item in taken if not item[1].done()]
             self._wake_space_waiters()
             if batch:
                 await self._commit(loop, batch)
+
+    async def _sleep_window(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait the group window, or less when an urgent write comes meanwhile."""
+        self._window_cut = loop.create_future()
+        try:
+            await asyncio.wait({self._window_cut}, timeout=self._window)
+        finally:
+            self._window_cut = None
 
     async def _commit(
         self,

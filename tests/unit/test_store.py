@@ -535,6 +535,20 @@ async def test_window_gathers_writes_from_separate_events_after_a_quiet_spell(tm
         assert store.stats.commits - before == 1
 
 
+async def test_an_urgent_write_cuts_the_window_short_and_takes_the_waiting_writes_along(tmp_path):
+    window = 1.0  # long next to a commit, so a write that waited it out would time out below
+    async with Store.open(tmp_path, group_window_s=window) as store:
+        await store.write(lambda c: c.execute(CREATE_T), urgent=True)
+        await asyncio.sleep(window)  # the writer has been quiet for a whole window: the next write starts one
+        before = store.stats.commits
+        first = asyncio.create_task(store.write(insert(1)))
+        for _ in range(5):  # the writer is asleep in its window now
+            await asyncio.sleep(0)
+        async with asyncio.timeout(window * 0.8):
+            assert await asyncio.gather(first, store.write(insert(2), urgent=True)) == [1, 2]
+        assert store.stats.commits - before == 1
+
+
 async def test_default_window_still_commits(tmp_path):
     async with Store.open(tmp_path) as store:
         await store.write(lambda c: c.execute(CREATE_T))
