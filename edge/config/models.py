@@ -26,6 +26,8 @@ from edge.errors import UnknownDriverError
 from edge.gs1.checks import gs1_check_digit
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from drivers.base import DriverOptions
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
@@ -623,6 +625,35 @@ class AuthConfig(Section):
         return self
 
 
+def _check_target(target: UpstreamTarget | PlantTarget, *, remote: str, needs_url: str) -> None:
+    """Raise RelationError unless a delivery target has what its kind needs: a url (remote) or a directory."""
+    if target.kind == remote:
+        if target.url is None:
+            raise RelationError(needs_url, at=("kind",))
+        if target.directory is not None:
+            raise RelationError("directory is for file_drop targets", at=("directory",))
+        if target.tls is not None and not target.url.startswith("https://"):
+            raise RelationError("tls settings need an https:// url", at=("tls",))
+    else:
+        if target.directory is None:
+            raise RelationError("a file_drop target needs directory", at=("kind",))
+        for key in ("url", "tls", "auth"):
+            if getattr(target, key) is not None:
+                raise RelationError(f"{key} is for {remote} targets", at=(key,))
+    if target.retry_max_s < target.retry_initial_s:
+        raise RelationError("retry_max_s must not be below retry_initial_s", at=("retry_max_s",))
+
+
+def _unique_target_ids(targets: Sequence[UpstreamTarget | PlantTarget]) -> None:
+    """Raise RelationError naming the second of two targets with one id, and the first."""
+    first: dict[str, int] = {}
+    for index, target in enumerate(targets):
+        if target.id in first:
+            raise RelationError(f'duplicate target id "{target.id}"', at=("targets", index, "id"),
+                                first=("targets", first[target.id], "id"))
+        first[target.id] = index
+
+
 class UpstreamTarget(Section):
     """One place completed batches go as EPCIS: an EPCIS 2.0 capture endpoint or a directory for file drops."""
 
@@ -662,21 +693,7 @@ class UpstreamTarget(Section):
 
     @model_validator(mode="after")
     def _kind_needs(self) -> Self:
-        if self.kind == "capture":
-            if self.url is None:
-                raise RelationError("a capture target needs url (the EPCIS repository's base URL)", at=("kind",))
-            if self.directory is not None:
-                raise RelationError("directory is for file_drop targets", at=("directory",))
-            if self.tls is not None and not self.url.startswith("https://"):
-                raise RelationError("tls settings need an https:// url", at=("tls",))
-        else:
-            if self.directory is None:
-                raise RelationError("a file_drop target needs directory", at=("kind",))
-            for key in ("url", "tls", "auth"):
-                if getattr(self, key) is not None:
-                    raise RelationError(f"{key} is for capture targets", at=(key,))
-        if self.retry_max_s < self.retry_initial_s:
-            raise RelationError("retry_max_s must not be below retry_initial_s", at=("retry_max_s",))
+        _check_target(self, remote="capture", needs_url="a capture target needs url (the EPCIS repository's base URL)")
         return self
 
 
@@ -688,12 +705,7 @@ class UpstreamConfig(Section):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        first: dict[str, int] = {}
-        for index, target in enumerate(self.targets):
-            if target.id in first:
-                raise RelationError(f'duplicate target id "{target.id}"', at=("targets", index, "id"),
-                                    first=("targets", first[target.id], "id"))
-            first[target.id] = index
+        _unique_target_ids(self.targets)
         return self
 
 
@@ -733,21 +745,7 @@ class PlantTarget(Section):
 
     @model_validator(mode="after")
     def _kind_needs(self) -> Self:
-        if self.kind == "http":
-            if self.url is None:
-                raise RelationError("an http target needs url", at=("kind",))
-            if self.directory is not None:
-                raise RelationError("directory is for file_drop targets", at=("directory",))
-            if self.tls is not None and not self.url.startswith("https://"):
-                raise RelationError("tls settings need an https:// url", at=("tls",))
-        else:
-            if self.directory is None:
-                raise RelationError("a file_drop target needs directory", at=("kind",))
-            for key in ("url", "tls", "auth"):
-                if getattr(self, key) is not None:
-                    raise RelationError(f"{key} is for http targets", at=(key,))
-        if self.retry_max_s < self.retry_initial_s:
-            raise RelationError("retry_max_s must not be below retry_initial_s", at=("retry_max_s",))
+        _check_target(self, remote="http", needs_url="an http target needs url")
         return self
 
 
@@ -759,12 +757,7 @@ class PlantConfig(Section):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        first: dict[str, int] = {}
-        for index, target in enumerate(self.targets):
-            if target.id in first:
-                raise RelationError(f'duplicate target id "{target.id}"', at=("targets", index, "id"),
-                                    first=("targets", first[target.id], "id"))
-            first[target.id] = index
+        _unique_target_ids(self.targets)
         return self
 
 
