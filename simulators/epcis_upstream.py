@@ -1195,21 +1195,8 @@ class EpcisUpstream:
         if fault is None:
             return None
         _LOG.debug("injecting fault", fault=fault, on=on)
-        if isinstance(fault, SlowAnswer):
-            # A slow answer still ends when the simulator closes, so no request outlives it.
-            sleeper = asyncio.ensure_future(self._sleep(fault.delay_s))
-            released = asyncio.ensure_future(self._released.wait())
-            done, pending = await asyncio.wait({sleeper, released}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            return self._cut(request) if released in done else None
-        if isinstance(fault, Hang):
-            await self._released.wait()
-            return self._cut(request)
-        if isinstance(fault, DropConnection):
-            await request.content.read(1024)
-            return self._cut(request)
+        if isinstance(fault, CONNECTION_FAULTS):
+            return await connection_fault(fault, request, sleep=self._sleep, released=self._released)
         if isinstance(fault, ErrorStatus):
             return self._answer(Problem(fault.status, _problem_type(fault.status), "Injected fault", None))
         if isinstance(fault, Unavailable):
@@ -1229,12 +1216,6 @@ class EpcisUpstream:
         status = fault.status or (202 if on == "capture" else 200)
         self.answers[status] += 1
         return web.Response(status=status, body=b"<html>\x00not json{{", content_type="text/html")
-
-    def _cut(self, request: web.Request) -> web.Response:
-        if request.transport is not None:
-            request.transport.abort()
-        # aiohttp drops an answer to a connection already gone; it is never sent.
-        return web.Response(status=500)
 
     def _check_auth(self, request: web.Request) -> Problem | None:
         if self._token is None and self._basic is None:
@@ -1270,6 +1251,36 @@ class EpcisUpstream:
 
 def _unauthorized() -> Problem:
     return Problem(401, "epcisException:SecurityException", "Unauthorised request", None)
+
+
+CONNECTION_FAULTS: Final = (SlowAnswer, Hang, DropConnection)
+"""Faults on the connection itself rather than in an answer."""
+
+
+async def connection_fault(fault: SlowAnswer | Hang | DropConnection, request: web.Request, *, sleep: Sleep,
+                           released: asyncio.Event) -> web.Response | None:
+    """Carry out a connection fault; return the answer of a cut connection, or None to answer normally after all."""
+    if isinstance(fault, SlowAnswer):
+        # A slow answer still ends when the simulator closes, so no request outlives it.
+        sleeper = asyncio.ensure_future(sleep(fault.delay_s))
+        closing = asyncio.ensure_future(released.wait())
+        done, pending = await asyncio.wait({sleeper, closing}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return cut_connection(request) if closing in done else None
+    if isinstance(fault, Hang):
+        await released.wait()
+    else:
+        await request.content.read(1024)
+    return cut_connection(request)
+
+
+def cut_connection(request: web.Request) -> web.Response:
+    """Abort the request's connection; the answer returned is never sent (aiohttp drops it)."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
 
 
 def _problem_type(status: int) -> str:

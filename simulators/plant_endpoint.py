@@ -34,15 +34,15 @@ from aiohttp import web
 
 from simulators.base import LOOPBACK
 from simulators.epcis_upstream import (
-    DropConnection,
+    CONNECTION_FAULTS,
     ErrorStatus,
     FaultSpecError,
-    Hang,
     RefuseCredentials,
     RejectDocument,
-    SlowAnswer,
     Unavailable,
     UpstreamFaults,
+    connection_fault,
+    cut_connection,
     fault_from_json,
 )
 
@@ -199,7 +199,7 @@ class PlantEndpoint:
             _LOG.debug("message stored", message_id=message_id, representation=representation)
         if self.lose_answers:
             self.lose_answers -= 1
-            return self._cut(request)
+            return cut_connection(request)
         self.answers[status] += 1
         return web.json_response({"message_id": message_id, "representation": representation,
                                   "stored": status == 201}, status=status)
@@ -208,20 +208,8 @@ class PlantEndpoint:
         fault = self.faults.take_http("capture")
         if fault is None:
             return None
-        if isinstance(fault, SlowAnswer):
-            sleeper = asyncio.ensure_future(self._sleep(fault.delay_s))
-            released = asyncio.ensure_future(self._released.wait())
-            done, pending = await asyncio.wait({sleeper, released}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            return self._cut(request) if released in done else None
-        if isinstance(fault, Hang):
-            await self._released.wait()
-            return self._cut(request)
-        if isinstance(fault, DropConnection):
-            await request.content.read(1024)
-            return self._cut(request)
+        if isinstance(fault, CONNECTION_FAULTS):
+            return await connection_fault(fault, request, sleep=self._sleep, released=self._released)
         if isinstance(fault, ErrorStatus):
             return self._problem(fault.status, "injected fault")
         if isinstance(fault, Unavailable):
@@ -233,12 +221,6 @@ class PlantEndpoint:
         status = fault.status or 200  # GarbageAnswer, the last kind an HTTP fault can be
         self.answers[status] += 1
         return web.Response(status=status, body=b"<html>\x00not json{{", content_type="text/html")
-
-    def _cut(self, request: web.Request) -> web.Response:
-        if request.transport is not None:
-            request.transport.abort()
-        # aiohttp drops an answer to a connection already gone; it is never sent.
-        return web.Response(status=500)
 
     def _problem(self, status: int, detail: str, *, headers: dict[str, str] | None = None) -> web.Response:
         self.answers[status] += 1
